@@ -1,0 +1,1 @@
+//! Durable embedded key-value store (placeholder until implemented).
