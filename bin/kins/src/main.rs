@@ -1,1 +1,70 @@
-fn main() {}
+//! `kins`: Kubernetes in namespaces. A thin binary: each command is one file in
+//! `commands/`, calling into the libraries.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kins",
+    version,
+    about = "Kubernetes in namespaces: a small Kubernetes-compatible cluster on Linux namespaces"
+)]
+struct Cli {
+    /// Base directory of cluster data (one folder per cluster).
+    #[arg(long, global = true, env = "KINS_DATA_DIR", default_value = lab::cluster::DEFAULT_DATA_BASE)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create (or start again) a cluster and wait until its API answers.
+    Up(commands::up::Args),
+    /// Stop a cluster and remove everything it made; --purge also deletes its data.
+    Down(commands::down::Args),
+    /// List clusters and whether they run.
+    Status(commands::status::Args),
+    /// Print a cluster's kubeconfig.
+    Kubeconfig(commands::kubeconfig::Args),
+    /// Run the API server in the foreground.
+    Apiserver(commands::apiserver::Args),
+    /// Run a cluster's supervisor in the foreground (started by `kins up`).
+    #[command(hide = true)]
+    Supervise(commands::supervise::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(
+        cli.command,
+        Command::Up(_) | Command::Down(_) | Command::Status(_) | Command::Kubeconfig(_)
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Up(a) => commands::up::run(&cli.data_dir, a),
+        Command::Down(a) => commands::down::run(&cli.data_dir, a),
+        Command::Status(a) => commands::status::run(&cli.data_dir, a),
+        Command::Kubeconfig(a) => commands::kubeconfig::run(&cli.data_dir, a),
+        Command::Apiserver(a) => commands::apiserver::run(a),
+        Command::Supervise(a) => commands::supervise::run(&cli.data_dir, a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kins: {e:#}");
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

@@ -28,7 +28,9 @@ pub fn check_name(name: &str) -> Result<(), LabError> {
         && name.len() <= 20
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
@@ -153,7 +155,16 @@ mod tests {
         for ok in ["kins", "a", "test-1", "abcdefghijklmnopqrst"] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1abc", "Abc", "a_b", "a-", "abcdefghijklmnopqrstu", "a/b", ".."] {
+        for bad in [
+            "",
+            "1abc",
+            "Abc",
+            "a_b",
+            "a-",
+            "abcdefghijklmnopqrstu",
+            "a/b",
+            "..",
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }
@@ -163,7 +174,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = Paths::new(dir.path(), "t1").expect("paths");
         std::fs::create_dir_all(&p.data).expect("mkdir");
-        assert!(matches!(ClusterConfig::load(&p), Err(LabError::NoSuchCluster(_))));
+        assert!(matches!(
+            ClusterConfig::load(&p),
+            Err(LabError::NoSuchCluster(_))
+        ));
         let c = ClusterConfig {
             name: "t1".into(),
             api_port: 6443,

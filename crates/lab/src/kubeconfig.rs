@@ -38,7 +38,8 @@ pub fn write(path: &Path, cluster: &str, c: &Credentials<'_>) -> Result<(), LabE
         .mode(0o600)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    f.write_all(render(cluster, c).as_bytes()).map_err(io_err(&tmp))?;
+    f.write_all(render(cluster, c).as_bytes())
+        .map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
@@ -51,7 +52,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("kubeconfig");
-        let c = Credentials { server: "https://127.0.0.1:6443", ca_pem: "CA", cert_pem: "C", key_pem: "K" };
+        let c = Credentials {
+            server: "https://127.0.0.1:6443",
+            ca_pem: "CA",
+            cert_pem: "C",
+            key_pem: "K",
+        };
         write(&p, "t", &c).expect("write");
         let meta = std::fs::metadata(&p).expect("stat");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);

@@ -23,7 +23,9 @@ pub fn belongs(argv: &[String], name: &str) -> Option<String> {
         return None;
     }
     let mine = argv.windows(2).any(|w| w[0] == "--cluster" && w[1] == name)
-        || argv.iter().any(|a| a.strip_prefix("--cluster=") == Some(name));
+        || argv
+            .iter()
+            .any(|a| a.strip_prefix("--cluster=") == Some(name));
     mine.then(|| argv.get(1).cloned().unwrap_or_default())
 }
 
@@ -32,7 +34,11 @@ pub fn find(name: &str) -> Vec<Proc> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -95,8 +101,14 @@ mod tests {
 
     #[test]
     fn matching() {
-        assert_eq!(belongs(&argv("/usr/bin/kins apiserver --cluster a --x"), "a"), Some("apiserver".into()));
-        assert_eq!(belongs(&argv("kins supervise --cluster=a"), "a"), Some("supervise".into()));
+        assert_eq!(
+            belongs(&argv("/usr/bin/kins apiserver --cluster a --x"), "a"),
+            Some("apiserver".into())
+        );
+        assert_eq!(
+            belongs(&argv("kins supervise --cluster=a"), "a"),
+            Some("supervise".into())
+        );
         assert_eq!(belongs(&argv("kins apiserver --cluster ab"), "a"), None);
         assert_eq!(belongs(&argv("/bin/sleep --cluster a"), "a"), None);
         assert_eq!(belongs(&argv("kins apiserver --name a"), "a"), None);

@@ -143,7 +143,10 @@ mod tests {
         // Wait until it has run at least twice (restart after exit).
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let n = std::fs::read_to_string(&log).unwrap_or_default().matches("run").count();
+            let n = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("run")
+                .count();
             if n >= 2 {
                 break;
             }
@@ -151,7 +154,10 @@ mod tests {
         }
         stop.store(true, Ordering::SeqCst);
         t.join().expect("join").expect("run");
-        let n = std::fs::read_to_string(&log).expect("log").matches("run").count();
+        let n = std::fs::read_to_string(&log)
+            .expect("log")
+            .matches("run")
+            .count();
         assert!(n >= 2, "the child ran {n} times");
     }
 }

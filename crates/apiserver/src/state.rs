@@ -1,0 +1,53 @@
+//! Shared state of a running API server.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use crate::alloc::{Allocator, Cidr};
+use crate::auth::Tokens;
+
+/// How an API server is configured (`kins apiserver` flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds `store.db`, `pki/` and `tokens.csv`.
+    pub data_dir: PathBuf,
+    /// Addresses to listen on (HTTPS).
+    pub bind: Vec<SocketAddr>,
+    /// The address the `kubernetes` Endpoints point at.
+    pub advertise: SocketAddr,
+    /// Extra IP SANs for the serving certificate.
+    pub extra_sans: Vec<IpAddr>,
+    pub service_cidr: Cidr,
+    pub node_port_range: (u16, u16),
+    pub cluster_domain: String,
+    /// Watch history kept, in revisions.
+    pub history: usize,
+}
+
+impl Config {
+    /// Defaults for a data directory: 127.0.0.1:6443, 10.96.0.0/12, 30000-32767.
+    pub fn new(data_dir: PathBuf) -> Config {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6443);
+        Config {
+            data_dir,
+            bind: vec![addr],
+            advertise: addr,
+            extra_sans: Vec::new(),
+            service_cidr: Cidr {
+                base: Ipv4Addr::new(10, 96, 0, 0),
+                prefix: 12,
+            },
+            node_port_range: (30000, 32767),
+            cluster_domain: "cluster.local".into(),
+            history: 10_000,
+        }
+    }
+}
+
+pub struct State {
+    pub config: Config,
+    pub store: store::Store,
+    pub alloc: Allocator,
+    pub tokens: RwLock<Tokens>,
+}

