@@ -81,11 +81,7 @@ async fn endpoints(st: &State) -> Result<(), ApiError> {
                     }
                     meta::meta_mut(&mut new).remove("resourceVersion");
                     st.store
-                        .update(
-                            &key,
-                            serde_json::to_vec(&new).unwrap_or_default(),
-                            Some(kv.mod_revision),
-                        )
+                        .update(&key, crate::objects::encode(&new), Some(kv.mod_revision))
                         .await?;
                 }
             }

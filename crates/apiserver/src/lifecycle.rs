@@ -139,11 +139,7 @@ async fn drop_finalizer(
         meta::meta_mut(&mut cur).insert("finalizers".into(), json!(left));
         meta::meta_mut(&mut cur).remove("resourceVersion");
         st.store
-            .update(
-                &key,
-                serde_json::to_vec(&cur).unwrap_or_default(),
-                Some(kv.mod_revision),
-            )
+            .update(&key, crate::objects::encode(&cur), Some(kv.mod_revision))
             .await
     };
     match res {
@@ -202,11 +198,7 @@ async fn garbage(st: &State) -> Result<(), ApiError> {
                     meta::meta_mut(&mut cur).remove("resourceVersion");
                     let _ = st
                         .store
-                        .update(
-                            &key,
-                            serde_json::to_vec(&cur).unwrap_or_default(),
-                            Some(kv.mod_revision),
-                        )
+                        .update(&key, crate::objects::encode(&cur), Some(kv.mod_revision))
                         .await;
                 }
             }

@@ -69,10 +69,31 @@ pub fn decode(kv: &store::KeyValue) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn encode(obj: &Value) -> Vec<u8> {
-    let mut o = obj.clone();
-    meta_mut(&mut o).remove("resourceVersion");
-    serde_json::to_vec(&o).unwrap_or_default()
+/// The stored form of an object: apiVersion, kind and metadata first (see
+/// `raw_with_rv`), without resourceVersion (the store's revision is the truth).
+pub fn encode(obj: &Value) -> Vec<u8> {
+    let Some(map) = obj.as_object() else {
+        return serde_json::to_vec(obj).unwrap_or_default();
+    };
+    let mut out = Map::with_capacity(map.len());
+    for k in ["apiVersion", "kind"] {
+        if let Some(v) = map.get(k) {
+            out.insert(k.into(), v.clone());
+        }
+    }
+    let mut m = map
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    m.remove("resourceVersion");
+    out.insert("metadata".into(), Value::Object(m));
+    for (k, v) in map {
+        if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
 }
 
 /// Whether the client asked for a server-side Table.
@@ -585,6 +606,10 @@ pub fn list_opts(req_res: &Resource, q: &HashMap<String, String>) -> Result<List
 }
 
 impl ListOpts {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn matches(&self, res: &Resource, obj: &Value) -> bool {
         self.labels.matches(meta::labels(obj)) && self.fields.matches(res, obj)
     }
@@ -625,6 +650,23 @@ pub fn list_objects(
     cont: Option<&str>,
     at: Option<i64>,
 ) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+    let (kvs, rev, token) = list_kvs(st, res, ns, opts, limit, cont, at)?;
+    let items = kvs.iter().map(decode).collect::<Result<_, _>>()?;
+    Ok((items, rev, token))
+}
+
+/// Lists the stored entries of matching objects; returns (entries, revision, continue
+/// token). Without selectors nothing is parsed here.
+#[allow(clippy::too_many_arguments)]
+pub fn list_kvs(
+    st: &State,
+    res: &Resource,
+    ns: Option<&str>,
+    opts: &ListOpts,
+    limit: Option<usize>,
+    cont: Option<&str>,
+    at: Option<i64>,
+) -> Result<(Vec<store::KeyValue>, i64, Option<String>), ApiError> {
     let prefix = res.namespace_prefix(ns);
     let (mut start, mut at) = (None::<String>, at);
     if let Some(c) = cont.filter(|c| !c.is_empty()) {
@@ -632,20 +674,19 @@ pub fn list_objects(
         start = Some(c.start);
         at = Some(c.rv);
     }
+    let matches = |kv: &store::KeyValue| -> Result<bool, ApiError> {
+        if opts.is_empty() {
+            return Ok(true);
+        }
+        Ok(opts.matches(res, &decode(kv)?))
+    };
     // A name selector turns the list into a point read.
     if let (Some(name), None) = (opts.fields.exact_name(), at) {
         if !res.namespaced || ns.is_some() {
             let rev = st.store.current_revision();
             let items = match st.store.get(&res.key(ns, name))? {
-                Some(kv) => {
-                    let o = decode(&kv)?;
-                    if opts.matches(res, &o) {
-                        vec![o]
-                    } else {
-                        vec![]
-                    }
-                }
-                None => vec![],
+                Some(kv) if matches(&kv)? => vec![kv],
+                _ => vec![],
             };
             return Ok((items, rev, None));
         }
@@ -654,30 +695,60 @@ pub fn list_objects(
     let mut rev;
     let batch = limit.map(|l| l.max(1)).unwrap_or(usize::MAX);
     loop {
-        let page = st.store.list(&prefix, start.as_deref(), limit.map(|_| batch.max(64)), at).map_err(|e| match e {
-            store::Error::Compacted { .. } => ApiError::gone(
-                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-            ),
-            e => e.into(),
-        })?;
+        let page = st
+            .store
+            .list(&prefix, start.as_deref(), limit.map(|_| batch.max(64)), at)
+            .map_err(|e| match e {
+                store::Error::Compacted { .. } => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ),
+                e => e.into(),
+            })?;
         rev = page.revision;
         at = Some(rev);
         let n = page.items.len();
-        for (i, kv) in page.items.iter().enumerate() {
-            let o = decode(kv)?;
-            if opts.matches(res, &o) {
-                items.push(o);
+        let more = page.more;
+        let last_key = page.items.last().map(|kv| kv.key.clone());
+        for (i, kv) in page.items.into_iter().enumerate() {
+            if matches(&kv)? {
+                let key = kv.key.clone();
+                items.push(kv);
                 if items.len() == batch {
-                    let more = page.more || i + 1 < n;
-                    let token = more.then(|| encode_continue(rev, &kv.key));
+                    let more = more || i + 1 < n;
+                    let token = more.then(|| encode_continue(rev, &key));
                     return Ok((items, rev, token));
                 }
             }
         }
-        if !page.more || n == 0 {
+        if !more || n == 0 {
             return Ok((items, rev, None));
         }
-        start = page.items.last().map(|kv| kv.key.clone());
+        start = last_key;
+    }
+}
+
+/// The stored JSON of an object with its resourceVersion spliced in, without parsing it.
+/// `encode` writes apiVersion, kind and metadata first, so the first `"metadata":{` is
+/// the object's own (a quote inside a JSON string is always escaped).
+pub fn raw_with_rv(kv: &store::KeyValue, out: &mut Vec<u8>) {
+    const NEEDLE: &[u8] = b"\"metadata\":{";
+    let pos = kv.value.windows(NEEDLE.len()).position(|w| w == NEEDLE);
+    match pos {
+        Some(p) => {
+            let at = p + NEEDLE.len();
+            out.extend_from_slice(&kv.value[..at]);
+            out.extend_from_slice(b"\"resourceVersion\":\"");
+            out.extend_from_slice(kv.mod_revision.to_string().as_bytes());
+            out.push(b'"');
+            if kv.value.get(at) != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(&kv.value[at..]);
+        }
+        None => match decode(kv) {
+            Ok(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            Err(_) => out.extend_from_slice(&kv.value),
+        },
     }
 }
 
@@ -700,7 +771,7 @@ pub async fn list(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
         ),
         _ => None,
     };
-    let (items, rev, cont) = list_objects(
+    let (kvs, rev, cont) = list_kvs(
         st,
         res,
         req.ns(),
@@ -714,6 +785,7 @@ pub async fn list(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
         list_meta["continue"] = json!(c);
     }
     if wants_table(&req.headers) {
+        let items: Vec<Value> = kvs.iter().map(decode).collect::<Result<_, _>>()?;
         let t = api::table::table(
             res,
             &items,
@@ -723,13 +795,31 @@ pub async fn list(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
         );
         return Ok(json_response(StatusCode::OK, &t, &[]));
     }
-    let body = json!({
-        "kind": res.list_kind,
-        "apiVersion": res.api_version(),
-        "metadata": list_meta,
-        "items": items,
-    });
-    Ok(json_response(StatusCode::OK, &body, &[]))
+    // The list is written from the stored bytes: no parse and no re-serialization.
+    let mut body =
+        Vec::with_capacity(kvs.iter().map(|kv| kv.value.len() + 32).sum::<usize>() + 256);
+    body.extend_from_slice(
+        format!(
+            "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+            res.list_kind,
+            res.api_version(),
+            list_meta
+        )
+        .as_bytes(),
+    );
+    for (i, kv) in kvs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        raw_with_rv(kv, &mut body);
+    }
+    body.extend_from_slice(b"]}");
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
 }
 
 /// Carries over what an update may not change and bumps the generation.
