@@ -4,25 +4,30 @@
 Reads, from the local cargo registry (~/.cargo/registry/src/*/):
   - k8s-pb 0.9.0 (src/**/mod.rs, prost-generated Kubernetes messages): each field's tag,
     wire type, cardinality and message type;
-  - k8s-openapi 0.29.0 (src/v1_37, then older v1_* as fallback): each type's JSON property
-    names, from the `"jsonName" => Field::Key_rust_name` lines of its Deserialize impl.
+  - k8s-openapi 0.29.0 (src/v1_*, the union over its Kubernetes versions): each type's JSON
+    property names, from the `"jsonName" => Field::Key_rust_name` lines of its Deserialize
+    impl.
+Both are dependencies of crates/api (k8s-pb a dev-dependency), so `cargo fetch` brings them.
 A proto field is matched to the JSON property whose name equals it once underscores are
 dropped and case is folded (`cluster_ip` ~ `clusterIP`). A message field that matches no
 property but whose message's fields do is a Go `json:",inline"` embedding (Probe.handler,
-Volume.volumeSource): its fields are merged into the parent object.
+Volume.volumeSource): its fields are merged into the parent object. A field that matches
+nothing is camelCased from its Rust name with a warning on stderr: look at it.
 
 Starting from the root kinds below it emits every reachable message. Well-known apimachinery
 messages (Time, MicroTime, Quantity, IntOrString, RawExtension, FieldsV1, Duration) become
 dedicated types with their own JSON forms.
 
-Zero values: Go's protobuf marshaller always writes a non-pointer scalar, even when it is
-zero, while Go's JSON encoder leaves it out (omitempty). NON_POINTER below lists the int,
-bool and IntOrString fields of the reachable messages that are non-pointers in the Go types
-(k8s.io/api, k8s.io/apimachinery), so the decoder drops their zero value the way the JSON
-would; every other int, bool and IntOrString field is a Go pointer and keeps an explicit
-zero (`replicas: 0`, `automountServiceAccountToken: false`, `gracePeriodSeconds: 0`).
-Strings are dropped when empty (pointer strings whose "" differs from unset do not occur in
-the served kinds).
+Zero values: Go's protobuf marshaller always writes a non-pointer field, even when it is
+zero, while Go's JSON encoder leaves a zero `omitempty` field out. OMIT_ZERO below lists the
+int, bool and IntOrString fields of the reachable messages that are non-pointer `omitempty`
+fields in the Go types (k8s.io/api, k8s.io/apimachinery; kept by hand, as neither crate
+says which fields are pointers: `--list-scalars` prints the fields to sort), so the decoder drops their zero the
+way the JSON would. Every other int, bool and IntOrString field keeps an explicit zero: Go
+pointers (`replicas: 0`, `automountServiceAccountToken: false`, `gracePeriodSeconds: 0`)
+and fields without omitempty (`containerPort`, `restartCount`). ScaleSpec.replicas is
+omitempty in Go but kept: a Scale to 0 must say so to a JSON reader. Strings and bytes are
+dropped when empty (no pointer string of the served kinds means something else by "").
 
 Usage: python3 scripts/gen-protobuf-schema.py [--list-scalars]   (run from the repo root)
 """
@@ -68,8 +73,73 @@ SPECIAL = {
     "apimachinery.pkg.runtime.RawExtension": "RawExtension",
 }
 
-# Non-pointer int/bool/IntOrString fields (Go `T`, not `*T`): "Message.jsonName".
-NON_POINTER = set("""
+# Non-pointer omitempty int/bool/IntOrString fields (Go `T`, not `*T`): "group.version.Message.json".
+OMIT_ZERO = set("""
+    meta.v1.ObjectMeta.generation
+    meta.v1.Condition.observedGeneration
+    core.v1.NodeSpec.unschedulable
+    core.v1.ContainerImage.sizeBytes
+    core.v1.PodSpec.hostNetwork
+    core.v1.PodSpec.hostPID
+    core.v1.PodSpec.hostIPC
+    core.v1.GcePersistentDiskVolumeSource.partition
+    core.v1.GcePersistentDiskVolumeSource.readOnly
+    core.v1.AwsElasticBlockStoreVolumeSource.partition
+    core.v1.AwsElasticBlockStoreVolumeSource.readOnly
+    core.v1.NfsVolumeSource.readOnly
+    core.v1.IscsiVolumeSource.readOnly
+    core.v1.IscsiVolumeSource.chapAuthDiscovery
+    core.v1.IscsiVolumeSource.chapAuthSession
+    core.v1.GlusterfsVolumeSource.readOnly
+    core.v1.PersistentVolumeClaimVolumeSource.readOnly
+    core.v1.RbdVolumeSource.readOnly
+    core.v1.FlexVolumeSource.readOnly
+    core.v1.CinderVolumeSource.readOnly
+    core.v1.CephFsVolumeSource.readOnly
+    core.v1.FcVolumeSource.readOnly
+    core.v1.AzureFileVolumeSource.readOnly
+    core.v1.QuobyteVolumeSource.readOnly
+    core.v1.PortworxVolumeSource.readOnly
+    core.v1.ScaleIoVolumeSource.sslEnabled
+    core.v1.ScaleIoVolumeSource.readOnly
+    core.v1.StorageOsVolumeSource.readOnly
+    core.v1.Container.stdin
+    core.v1.Container.stdinOnce
+    core.v1.Container.tty
+    core.v1.EphemeralContainerCommon.stdin
+    core.v1.EphemeralContainerCommon.stdinOnce
+    core.v1.EphemeralContainerCommon.tty
+    core.v1.ContainerPort.hostPort
+    core.v1.VolumeMount.readOnly
+    core.v1.Probe.initialDelaySeconds
+    core.v1.Probe.timeoutSeconds
+    core.v1.Probe.periodSeconds
+    core.v1.Probe.successThreshold
+    core.v1.Probe.failureThreshold
+    core.v1.PodStatus.observedGeneration
+    core.v1.PodCondition.observedGeneration
+    core.v1.ContainerStateTerminated.signal
+    core.v1.VolumeMountStatus.readOnly
+    core.v1.ServiceSpec.healthCheckNodePort
+    core.v1.ServiceSpec.publishNotReadyAddresses
+    core.v1.ServicePort.targetPort
+    core.v1.ServicePort.nodePort
+    core.v1.Event.count
+    core.v1.EventSeries.count
+    apps.v1.DeploymentSpec.minReadySeconds
+    apps.v1.DeploymentSpec.paused
+    apps.v1.DeploymentStatus.observedGeneration
+    apps.v1.DeploymentStatus.replicas
+    apps.v1.DeploymentStatus.updatedReplicas
+    apps.v1.DeploymentStatus.readyReplicas
+    apps.v1.DeploymentStatus.availableReplicas
+    apps.v1.DeploymentStatus.unavailableReplicas
+    apps.v1.ReplicaSetSpec.minReadySeconds
+    apps.v1.ReplicaSetStatus.fullyLabeledReplicas
+    apps.v1.ReplicaSetStatus.readyReplicas
+    apps.v1.ReplicaSetStatus.availableReplicas
+    apps.v1.ReplicaSetStatus.observedGeneration
+    networking.v1.ServiceBackendPort.number
 """.split())
 
 SCALARS = {
@@ -174,6 +244,11 @@ def parse_openapi(root):
     return props
 
 
+def short(full):
+    """api.core.v1.Pod -> core.v1.Pod; apimachinery.pkg.apis.meta.v1.Time -> meta.v1.Time"""
+    return re.sub(r"^(api|apimachinery\.pkg\.apis)\.", "", full)
+
+
 def main():
     pb = parse_pb(registry_dir("k8s-pb-0.9.0"))
     openapi = parse_openapi(registry_dir("k8s-openapi-0.29.0"))
@@ -239,25 +314,24 @@ def main():
         for full in order:
             for tag, jname, kind, label, target, inline in table[full]:
                 if label == "optional" and (kind in ("bool", "int32", "int64", "double") or SPECIAL.get(target) == "IntOrString"):
-                    print(f"{full.rsplit('.', 1)[1]}.{jname}\t{kind if kind != 'message' else 'IntOrString'}\t{full}")
+                    print(f"{short(full)}.{jname}\t{kind if kind != 'message' else 'IntOrString'}")
         return
 
-    known = {f"{full.rsplit('.', 1)[1]}.{r[1]}" for full in order for r in table[full]}
-    stale = sorted(NON_POINTER - known)
+    known = {f"{short(full)}.{r[1]}" for full in order for r in table[full]}
+    stale = sorted(OMIT_ZERO - known)
     if stale:
-        sys.exit(f"gen-protobuf-schema: NON_POINTER names unknown fields: {stale}")
+        sys.exit(f"gen-protobuf-schema: OMIT_ZERO names unknown fields: {stale}")
 
     def const(full):
-        module, name = full.rsplit(".", 1)
-        short = module.replace("apimachinery.pkg.apis.", "").replace("api.", "", 1)
+        module, name = short(full).rsplit(".", 1)
         snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
-        return (short.replace(".", "_") + "_" + snake).upper()
+        return (module.replace(".", "_") + "_" + snake).upper()
 
-    def ty(kind, target):
+    def ty(kind, target, inline=False):
         if kind == "message":
             if target in SPECIAL:
                 return f"Ty::{SPECIAL[target]}"
-            return f"Ty::Message(&{const(target)})"
+            return f"Ty::{'Inline' if inline else 'Message'}(&{const(target)})"
         return f"Ty::{SCALARS[kind]}"
 
     out = []
@@ -272,7 +346,6 @@ def main():
         out.append(f'    ("{api_version}", "{kind}", &{const(module + "." + name)}),')
     out.append("];")
     for full in order:
-        module, name = full.rsplit(".", 1)
         out.append("")
         out.append(f"pub(super) static {const(full)}: Message = Message {{")
         out.append(f'    name: "k8s.io.{full}",')
@@ -282,14 +355,12 @@ def main():
                 card = "Card::Map"
             elif label == "repeated":
                 card = "Card::Repeated"
-            elif inline:
-                card = "Card::Inline"
-            elif kind == "string" or kind == "bytes" or f"{name}.{jname}" in NON_POINTER:
+            elif kind in ("string", "bytes") or f"{short(full)}.{jname}" in OMIT_ZERO:
                 card = "Card::OmitZero"
             else:
                 card = "Card::Optional"
             json = "" if inline else jname
-            out.append(f'        Field {{ tag: {tag}, json: "{json}", ty: {ty(kind, target)}, card: {card} }},')
+            out.append(f'        Field {{ tag: {tag}, json: "{json}", ty: {ty(kind, target, inline)}, card: {card} }},')
         out.append("    ],")
         out.append("};")
     with open(OUT, "w", encoding="utf-8") as f:

@@ -12,3 +12,4 @@ pub mod table;
 pub mod validation;
 
 pub use resources::{lookup, lookup_kind, Resource, RESOURCES};
+pub mod protobuf;

@@ -127,6 +127,9 @@ pub fn decode_body(req_headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiErr
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if ct.starts_with(api::protobuf::PROTOBUF_CONTENT_TYPE) {
+        return api::protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()));
+    }
     if ct.contains("protobuf") {
         return Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json; got {ct}"

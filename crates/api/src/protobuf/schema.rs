@@ -44,7 +44,7 @@ pub(super) static META_V1_OBJECT_META: Message = Message {
         Field { tag: 4, json: "selfLink", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 5, json: "uid", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 6, json: "resourceVersion", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 7, json: "generation", ty: Ty::Int64, card: Card::Optional },
+        Field { tag: 7, json: "generation", ty: Ty::Int64, card: Card::OmitZero },
         Field { tag: 8, json: "creationTimestamp", ty: Ty::Time, card: Card::Optional },
         Field { tag: 9, json: "deletionTimestamp", ty: Ty::Time, card: Card::Optional },
         Field { tag: 10, json: "deletionGracePeriodSeconds", ty: Ty::Int64, card: Card::Optional },
@@ -122,7 +122,7 @@ pub(super) static CORE_V1_NODE_SPEC: Message = Message {
         Field { tag: 1, json: "podCIDR", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "externalID", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 3, json: "providerID", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 4, json: "unschedulable", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 4, json: "unschedulable", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 5, json: "taints", ty: Ty::Message(&CORE_V1_TAINT), card: Card::Repeated },
         Field { tag: 6, json: "configSource", ty: Ty::Message(&CORE_V1_NODE_CONFIG_SOURCE), card: Card::Optional },
         Field { tag: 7, json: "podCIDRs", ty: Ty::String, card: Card::Repeated },
@@ -239,7 +239,7 @@ pub(super) static CORE_V1_CONTAINER_IMAGE: Message = Message {
     name: "k8s.io.api.core.v1.ContainerImage",
     fields: &[
         Field { tag: 1, json: "names", ty: Ty::String, card: Card::Repeated },
-        Field { tag: 2, json: "sizeBytes", ty: Ty::Int64, card: Card::Optional },
+        Field { tag: 2, json: "sizeBytes", ty: Ty::Int64, card: Card::OmitZero },
     ],
 };
 
@@ -306,9 +306,9 @@ pub(super) static CORE_V1_POD_SPEC: Message = Message {
         Field { tag: 8, json: "serviceAccountName", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 9, json: "serviceAccount", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 10, json: "nodeName", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 11, json: "hostNetwork", ty: Ty::Bool, card: Card::Optional },
-        Field { tag: 12, json: "hostPID", ty: Ty::Bool, card: Card::Optional },
-        Field { tag: 13, json: "hostIPC", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 11, json: "hostNetwork", ty: Ty::Bool, card: Card::OmitZero },
+        Field { tag: 12, json: "hostPID", ty: Ty::Bool, card: Card::OmitZero },
+        Field { tag: 13, json: "hostIPC", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 14, json: "securityContext", ty: Ty::Message(&CORE_V1_POD_SECURITY_CONTEXT), card: Card::Optional },
         Field { tag: 15, json: "imagePullSecrets", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Repeated },
         Field { tag: 16, json: "hostname", ty: Ty::String, card: Card::OmitZero },
@@ -345,7 +345,7 @@ pub(super) static CORE_V1_VOLUME: Message = Message {
     name: "k8s.io.api.core.v1.Volume",
     fields: &[
         Field { tag: 1, json: "name", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 2, json: "", ty: Ty::Message(&CORE_V1_VOLUME_SOURCE), card: Card::Inline },
+        Field { tag: 2, json: "", ty: Ty::Inline(&CORE_V1_VOLUME_SOURCE), card: Card::Optional },
     ],
 };
 
@@ -406,8 +406,8 @@ pub(super) static CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE: Message = Message {
     fields: &[
         Field { tag: 1, json: "pdName", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "partition", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "partition", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -416,8 +416,8 @@ pub(super) static CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE: Message = Messa
     fields: &[
         Field { tag: 1, json: "volumeID", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "partition", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "partition", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -454,7 +454,7 @@ pub(super) static CORE_V1_NFS_VOLUME_SOURCE: Message = Message {
     fields: &[
         Field { tag: 1, json: "server", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "path", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -466,11 +466,11 @@ pub(super) static CORE_V1_ISCSI_VOLUME_SOURCE: Message = Message {
         Field { tag: 3, json: "lun", ty: Ty::Int32, card: Card::Optional },
         Field { tag: 4, json: "iscsiInterface", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 5, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 6, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 6, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 7, json: "portals", ty: Ty::String, card: Card::Repeated },
-        Field { tag: 8, json: "chapAuthDiscovery", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 8, json: "chapAuthDiscovery", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 10, json: "secretRef", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
-        Field { tag: 11, json: "chapAuthSession", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 11, json: "chapAuthSession", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 12, json: "initiatorName", ty: Ty::String, card: Card::OmitZero },
     ],
 };
@@ -487,7 +487,7 @@ pub(super) static CORE_V1_GLUSTERFS_VOLUME_SOURCE: Message = Message {
     fields: &[
         Field { tag: 1, json: "endpoints", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "path", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -495,7 +495,7 @@ pub(super) static CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE: Message = Messa
     name: "k8s.io.api.core.v1.PersistentVolumeClaimVolumeSource",
     fields: &[
         Field { tag: 1, json: "claimName", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 2, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 2, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -509,7 +509,7 @@ pub(super) static CORE_V1_RBD_VOLUME_SOURCE: Message = Message {
         Field { tag: 5, json: "user", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 6, json: "keyring", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 7, json: "secretRef", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
-        Field { tag: 8, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 8, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -519,7 +519,7 @@ pub(super) static CORE_V1_FLEX_VOLUME_SOURCE: Message = Message {
         Field { tag: 1, json: "driver", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "fsType", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 3, json: "secretRef", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
-        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 5, json: "options", ty: Ty::String, card: Card::Map },
     ],
 };
@@ -529,7 +529,7 @@ pub(super) static CORE_V1_CINDER_VOLUME_SOURCE: Message = Message {
     fields: &[
         Field { tag: 1, json: "volumeID", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 4, json: "secretRef", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
     ],
 };
@@ -542,7 +542,7 @@ pub(super) static CORE_V1_CEPH_FS_VOLUME_SOURCE: Message = Message {
         Field { tag: 3, json: "user", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 4, json: "secretFile", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 5, json: "secretRef", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
-        Field { tag: 6, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 6, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -595,7 +595,7 @@ pub(super) static CORE_V1_FC_VOLUME_SOURCE: Message = Message {
         Field { tag: 1, json: "targetWWNs", ty: Ty::String, card: Card::Repeated },
         Field { tag: 2, json: "lun", ty: Ty::Int32, card: Card::Optional },
         Field { tag: 3, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 5, json: "wwids", ty: Ty::String, card: Card::Repeated },
     ],
 };
@@ -605,14 +605,14 @@ pub(super) static CORE_V1_AZURE_FILE_VOLUME_SOURCE: Message = Message {
     fields: &[
         Field { tag: 1, json: "secretName", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "shareName", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
 pub(super) static CORE_V1_CONFIG_MAP_VOLUME_SOURCE: Message = Message {
     name: "k8s.io.api.core.v1.ConfigMapVolumeSource",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
         Field { tag: 2, json: "items", ty: Ty::Message(&CORE_V1_KEY_TO_PATH), card: Card::Repeated },
         Field { tag: 3, json: "defaultMode", ty: Ty::Int32, card: Card::Optional },
         Field { tag: 4, json: "optional", ty: Ty::Bool, card: Card::Optional },
@@ -634,7 +634,7 @@ pub(super) static CORE_V1_QUOBYTE_VOLUME_SOURCE: Message = Message {
     fields: &[
         Field { tag: 1, json: "registry", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "volume", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 4, json: "user", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 5, json: "group", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 6, json: "tenant", ty: Ty::String, card: Card::OmitZero },
@@ -684,7 +684,7 @@ pub(super) static CORE_V1_VOLUME_PROJECTION: Message = Message {
 pub(super) static CORE_V1_SECRET_PROJECTION: Message = Message {
     name: "k8s.io.api.core.v1.SecretProjection",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
         Field { tag: 2, json: "items", ty: Ty::Message(&CORE_V1_KEY_TO_PATH), card: Card::Repeated },
         Field { tag: 4, json: "optional", ty: Ty::Bool, card: Card::Optional },
     ],
@@ -700,7 +700,7 @@ pub(super) static CORE_V1_DOWNWARD_API_PROJECTION: Message = Message {
 pub(super) static CORE_V1_CONFIG_MAP_PROJECTION: Message = Message {
     name: "k8s.io.api.core.v1.ConfigMapProjection",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
         Field { tag: 2, json: "items", ty: Ty::Message(&CORE_V1_KEY_TO_PATH), card: Card::Repeated },
         Field { tag: 4, json: "optional", ty: Ty::Bool, card: Card::Optional },
     ],
@@ -761,7 +761,7 @@ pub(super) static CORE_V1_PORTWORX_VOLUME_SOURCE: Message = Message {
     fields: &[
         Field { tag: 1, json: "volumeID", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -771,13 +771,13 @@ pub(super) static CORE_V1_SCALE_IO_VOLUME_SOURCE: Message = Message {
         Field { tag: 1, json: "gateway", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "system", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 3, json: "secretRef", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
-        Field { tag: 4, json: "sslEnabled", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 4, json: "sslEnabled", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 5, json: "protectionDomain", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 6, json: "storagePool", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 7, json: "storageMode", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 8, json: "volumeName", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 9, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 10, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 10, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
     ],
 };
 
@@ -787,7 +787,7 @@ pub(super) static CORE_V1_STORAGE_OS_VOLUME_SOURCE: Message = Message {
         Field { tag: 1, json: "volumeName", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "volumeNamespace", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 3, json: "fsType", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 4, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 5, json: "secretRef", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
     ],
 };
@@ -886,9 +886,9 @@ pub(super) static CORE_V1_CONTAINER: Message = Message {
         Field { tag: 13, json: "terminationMessagePath", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 14, json: "imagePullPolicy", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 15, json: "securityContext", ty: Ty::Message(&CORE_V1_SECURITY_CONTEXT), card: Card::Optional },
-        Field { tag: 16, json: "stdin", ty: Ty::Bool, card: Card::Optional },
-        Field { tag: 17, json: "stdinOnce", ty: Ty::Bool, card: Card::Optional },
-        Field { tag: 18, json: "tty", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 16, json: "stdin", ty: Ty::Bool, card: Card::OmitZero },
+        Field { tag: 17, json: "stdinOnce", ty: Ty::Bool, card: Card::OmitZero },
+        Field { tag: 18, json: "tty", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 19, json: "envFrom", ty: Ty::Message(&CORE_V1_ENV_FROM_SOURCE), card: Card::Repeated },
         Field { tag: 20, json: "terminationMessagePolicy", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 21, json: "volumeDevices", ty: Ty::Message(&CORE_V1_VOLUME_DEVICE), card: Card::Repeated },
@@ -903,7 +903,7 @@ pub(super) static CORE_V1_CONTAINER_PORT: Message = Message {
     name: "k8s.io.api.core.v1.ContainerPort",
     fields: &[
         Field { tag: 1, json: "name", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 2, json: "hostPort", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 2, json: "hostPort", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 3, json: "containerPort", ty: Ty::Int32, card: Card::Optional },
         Field { tag: 4, json: "protocol", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 5, json: "hostIP", ty: Ty::String, card: Card::OmitZero },
@@ -922,7 +922,7 @@ pub(super) static CORE_V1_ENV_FROM_SOURCE: Message = Message {
 pub(super) static CORE_V1_CONFIG_MAP_ENV_SOURCE: Message = Message {
     name: "k8s.io.api.core.v1.ConfigMapEnvSource",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
         Field { tag: 2, json: "optional", ty: Ty::Bool, card: Card::Optional },
     ],
 };
@@ -930,7 +930,7 @@ pub(super) static CORE_V1_CONFIG_MAP_ENV_SOURCE: Message = Message {
 pub(super) static CORE_V1_SECRET_ENV_SOURCE: Message = Message {
     name: "k8s.io.api.core.v1.SecretEnvSource",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
         Field { tag: 2, json: "optional", ty: Ty::Bool, card: Card::Optional },
     ],
 };
@@ -958,7 +958,7 @@ pub(super) static CORE_V1_ENV_VAR_SOURCE: Message = Message {
 pub(super) static CORE_V1_CONFIG_MAP_KEY_SELECTOR: Message = Message {
     name: "k8s.io.api.core.v1.ConfigMapKeySelector",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
         Field { tag: 2, json: "key", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 3, json: "optional", ty: Ty::Bool, card: Card::Optional },
     ],
@@ -967,7 +967,7 @@ pub(super) static CORE_V1_CONFIG_MAP_KEY_SELECTOR: Message = Message {
 pub(super) static CORE_V1_SECRET_KEY_SELECTOR: Message = Message {
     name: "k8s.io.api.core.v1.SecretKeySelector",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE), card: Card::Optional },
         Field { tag: 2, json: "key", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 3, json: "optional", ty: Ty::Bool, card: Card::Optional },
     ],
@@ -1028,7 +1028,7 @@ pub(super) static CORE_V1_VOLUME_MOUNT: Message = Message {
     name: "k8s.io.api.core.v1.VolumeMount",
     fields: &[
         Field { tag: 1, json: "name", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 2, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 2, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 3, json: "mountPath", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 4, json: "subPath", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 5, json: "mountPropagation", ty: Ty::String, card: Card::OmitZero },
@@ -1048,12 +1048,12 @@ pub(super) static CORE_V1_VOLUME_DEVICE: Message = Message {
 pub(super) static CORE_V1_PROBE: Message = Message {
     name: "k8s.io.api.core.v1.Probe",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_PROBE_HANDLER), card: Card::Inline },
-        Field { tag: 2, json: "initialDelaySeconds", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 3, json: "timeoutSeconds", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 4, json: "periodSeconds", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 5, json: "successThreshold", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 6, json: "failureThreshold", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_PROBE_HANDLER), card: Card::Optional },
+        Field { tag: 2, json: "initialDelaySeconds", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 3, json: "timeoutSeconds", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 4, json: "periodSeconds", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 5, json: "successThreshold", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 6, json: "failureThreshold", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 7, json: "terminationGracePeriodSeconds", ty: Ty::Int64, card: Card::Optional },
     ],
 };
@@ -1201,7 +1201,7 @@ pub(super) static CORE_V1_APP_ARMOR_PROFILE: Message = Message {
 pub(super) static CORE_V1_EPHEMERAL_CONTAINER: Message = Message {
     name: "k8s.io.api.core.v1.EphemeralContainer",
     fields: &[
-        Field { tag: 1, json: "", ty: Ty::Message(&CORE_V1_EPHEMERAL_CONTAINER_COMMON), card: Card::Inline },
+        Field { tag: 1, json: "", ty: Ty::Inline(&CORE_V1_EPHEMERAL_CONTAINER_COMMON), card: Card::Optional },
         Field { tag: 2, json: "targetContainerName", ty: Ty::String, card: Card::OmitZero },
     ],
 };
@@ -1224,9 +1224,9 @@ pub(super) static CORE_V1_EPHEMERAL_CONTAINER_COMMON: Message = Message {
         Field { tag: 13, json: "terminationMessagePath", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 14, json: "imagePullPolicy", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 15, json: "securityContext", ty: Ty::Message(&CORE_V1_SECURITY_CONTEXT), card: Card::Optional },
-        Field { tag: 16, json: "stdin", ty: Ty::Bool, card: Card::Optional },
-        Field { tag: 17, json: "stdinOnce", ty: Ty::Bool, card: Card::Optional },
-        Field { tag: 18, json: "tty", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 16, json: "stdin", ty: Ty::Bool, card: Card::OmitZero },
+        Field { tag: 17, json: "stdinOnce", ty: Ty::Bool, card: Card::OmitZero },
+        Field { tag: 18, json: "tty", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 19, json: "envFrom", ty: Ty::Message(&CORE_V1_ENV_FROM_SOURCE), card: Card::Repeated },
         Field { tag: 20, json: "terminationMessagePolicy", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 21, json: "volumeDevices", ty: Ty::Message(&CORE_V1_VOLUME_DEVICE), card: Card::Repeated },
@@ -1457,7 +1457,7 @@ pub(super) static CORE_V1_POD_STATUS: Message = Message {
         Field { tag: 14, json: "resize", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 15, json: "resourceClaimStatuses", ty: Ty::Message(&CORE_V1_POD_RESOURCE_CLAIM_STATUS), card: Card::Repeated },
         Field { tag: 16, json: "hostIPs", ty: Ty::Message(&CORE_V1_HOST_IP), card: Card::Repeated },
-        Field { tag: 17, json: "observedGeneration", ty: Ty::Int64, card: Card::Optional },
+        Field { tag: 17, json: "observedGeneration", ty: Ty::Int64, card: Card::OmitZero },
         Field { tag: 18, json: "extendedResourceClaimStatus", ty: Ty::Message(&CORE_V1_POD_EXTENDED_RESOURCE_CLAIM_STATUS), card: Card::Optional },
         Field { tag: 19, json: "allocatedResources", ty: Ty::Quantity, card: Card::Map },
         Field { tag: 20, json: "resources", ty: Ty::Message(&CORE_V1_RESOURCE_REQUIREMENTS), card: Card::Optional },
@@ -1473,7 +1473,7 @@ pub(super) static CORE_V1_POD_CONDITION: Message = Message {
         Field { tag: 4, json: "lastTransitionTime", ty: Ty::Time, card: Card::Optional },
         Field { tag: 5, json: "reason", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 6, json: "message", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 7, json: "observedGeneration", ty: Ty::Int64, card: Card::Optional },
+        Field { tag: 7, json: "observedGeneration", ty: Ty::Int64, card: Card::OmitZero },
     ],
 };
 
@@ -1540,7 +1540,7 @@ pub(super) static CORE_V1_CONTAINER_STATE_TERMINATED: Message = Message {
     name: "k8s.io.api.core.v1.ContainerStateTerminated",
     fields: &[
         Field { tag: 1, json: "exitCode", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 2, json: "signal", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 2, json: "signal", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 3, json: "reason", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 4, json: "message", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 5, json: "startedAt", ty: Ty::Time, card: Card::Optional },
@@ -1554,7 +1554,7 @@ pub(super) static CORE_V1_VOLUME_MOUNT_STATUS: Message = Message {
     fields: &[
         Field { tag: 1, json: "name", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "mountPath", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 3, json: "readOnly", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 4, json: "recursiveReadOnly", ty: Ty::String, card: Card::OmitZero },
     ],
 };
@@ -1638,8 +1638,8 @@ pub(super) static CORE_V1_SERVICE_SPEC: Message = Message {
         Field { tag: 9, json: "loadBalancerSourceRanges", ty: Ty::String, card: Card::Repeated },
         Field { tag: 10, json: "externalName", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 11, json: "externalTrafficPolicy", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 12, json: "healthCheckNodePort", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 13, json: "publishNotReadyAddresses", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 12, json: "healthCheckNodePort", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 13, json: "publishNotReadyAddresses", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 14, json: "sessionAffinityConfig", ty: Ty::Message(&CORE_V1_SESSION_AFFINITY_CONFIG), card: Card::Optional },
         Field { tag: 17, json: "ipFamilyPolicy", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 18, json: "clusterIPs", ty: Ty::String, card: Card::Repeated },
@@ -1657,8 +1657,8 @@ pub(super) static CORE_V1_SERVICE_PORT: Message = Message {
         Field { tag: 1, json: "name", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "protocol", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 3, json: "port", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 4, json: "targetPort", ty: Ty::IntOrString, card: Card::Optional },
-        Field { tag: 5, json: "nodePort", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 4, json: "targetPort", ty: Ty::IntOrString, card: Card::OmitZero },
+        Field { tag: 5, json: "nodePort", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 6, json: "appProtocol", ty: Ty::String, card: Card::OmitZero },
     ],
 };
@@ -1716,7 +1716,7 @@ pub(super) static META_V1_CONDITION: Message = Message {
     fields: &[
         Field { tag: 1, json: "type", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 2, json: "status", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 3, json: "observedGeneration", ty: Ty::Int64, card: Card::Optional },
+        Field { tag: 3, json: "observedGeneration", ty: Ty::Int64, card: Card::OmitZero },
         Field { tag: 4, json: "lastTransitionTime", ty: Ty::Time, card: Card::Optional },
         Field { tag: 5, json: "reason", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 6, json: "message", ty: Ty::String, card: Card::OmitZero },
@@ -1814,7 +1814,7 @@ pub(super) static CORE_V1_EVENT: Message = Message {
         Field { tag: 5, json: "source", ty: Ty::Message(&CORE_V1_EVENT_SOURCE), card: Card::Optional },
         Field { tag: 6, json: "firstTimestamp", ty: Ty::Time, card: Card::Optional },
         Field { tag: 7, json: "lastTimestamp", ty: Ty::Time, card: Card::Optional },
-        Field { tag: 8, json: "count", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 8, json: "count", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 9, json: "type", ty: Ty::String, card: Card::OmitZero },
         Field { tag: 10, json: "eventTime", ty: Ty::MicroTime, card: Card::Optional },
         Field { tag: 11, json: "series", ty: Ty::Message(&CORE_V1_EVENT_SERIES), card: Card::Optional },
@@ -1836,7 +1836,7 @@ pub(super) static CORE_V1_EVENT_SOURCE: Message = Message {
 pub(super) static CORE_V1_EVENT_SERIES: Message = Message {
     name: "k8s.io.api.core.v1.EventSeries",
     fields: &[
-        Field { tag: 1, json: "count", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 1, json: "count", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 2, json: "lastObservedTime", ty: Ty::MicroTime, card: Card::Optional },
     ],
 };
@@ -1930,9 +1930,9 @@ pub(super) static APPS_V1_DEPLOYMENT_SPEC: Message = Message {
         Field { tag: 2, json: "selector", ty: Ty::Message(&META_V1_LABEL_SELECTOR), card: Card::Optional },
         Field { tag: 3, json: "template", ty: Ty::Message(&CORE_V1_POD_TEMPLATE_SPEC), card: Card::Optional },
         Field { tag: 4, json: "strategy", ty: Ty::Message(&APPS_V1_DEPLOYMENT_STRATEGY), card: Card::Optional },
-        Field { tag: 5, json: "minReadySeconds", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 5, json: "minReadySeconds", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 6, json: "revisionHistoryLimit", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 7, json: "paused", ty: Ty::Bool, card: Card::Optional },
+        Field { tag: 7, json: "paused", ty: Ty::Bool, card: Card::OmitZero },
         Field { tag: 9, json: "progressDeadlineSeconds", ty: Ty::Int32, card: Card::Optional },
     ],
 };
@@ -1964,13 +1964,13 @@ pub(super) static APPS_V1_ROLLING_UPDATE_DEPLOYMENT: Message = Message {
 pub(super) static APPS_V1_DEPLOYMENT_STATUS: Message = Message {
     name: "k8s.io.api.apps.v1.DeploymentStatus",
     fields: &[
-        Field { tag: 1, json: "observedGeneration", ty: Ty::Int64, card: Card::Optional },
-        Field { tag: 2, json: "replicas", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 3, json: "updatedReplicas", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 4, json: "availableReplicas", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 5, json: "unavailableReplicas", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 1, json: "observedGeneration", ty: Ty::Int64, card: Card::OmitZero },
+        Field { tag: 2, json: "replicas", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 3, json: "updatedReplicas", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 4, json: "availableReplicas", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 5, json: "unavailableReplicas", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 6, json: "conditions", ty: Ty::Message(&APPS_V1_DEPLOYMENT_CONDITION), card: Card::Repeated },
-        Field { tag: 7, json: "readyReplicas", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 7, json: "readyReplicas", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 8, json: "collisionCount", ty: Ty::Int32, card: Card::Optional },
         Field { tag: 9, json: "terminatingReplicas", ty: Ty::Int32, card: Card::Optional },
     ],
@@ -2003,7 +2003,7 @@ pub(super) static APPS_V1_REPLICA_SET_SPEC: Message = Message {
         Field { tag: 1, json: "replicas", ty: Ty::Int32, card: Card::Optional },
         Field { tag: 2, json: "selector", ty: Ty::Message(&META_V1_LABEL_SELECTOR), card: Card::Optional },
         Field { tag: 3, json: "template", ty: Ty::Message(&CORE_V1_POD_TEMPLATE_SPEC), card: Card::Optional },
-        Field { tag: 4, json: "minReadySeconds", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 4, json: "minReadySeconds", ty: Ty::Int32, card: Card::OmitZero },
     ],
 };
 
@@ -2011,10 +2011,10 @@ pub(super) static APPS_V1_REPLICA_SET_STATUS: Message = Message {
     name: "k8s.io.api.apps.v1.ReplicaSetStatus",
     fields: &[
         Field { tag: 1, json: "replicas", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 2, json: "fullyLabeledReplicas", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 3, json: "observedGeneration", ty: Ty::Int64, card: Card::Optional },
-        Field { tag: 4, json: "readyReplicas", ty: Ty::Int32, card: Card::Optional },
-        Field { tag: 5, json: "availableReplicas", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 2, json: "fullyLabeledReplicas", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 3, json: "observedGeneration", ty: Ty::Int64, card: Card::OmitZero },
+        Field { tag: 4, json: "readyReplicas", ty: Ty::Int32, card: Card::OmitZero },
+        Field { tag: 5, json: "availableReplicas", ty: Ty::Int32, card: Card::OmitZero },
         Field { tag: 6, json: "conditions", ty: Ty::Message(&APPS_V1_REPLICA_SET_CONDITION), card: Card::Repeated },
         Field { tag: 7, json: "terminatingReplicas", ty: Ty::Int32, card: Card::Optional },
     ],
@@ -2070,7 +2070,7 @@ pub(super) static NETWORKING_V1_SERVICE_BACKEND_PORT: Message = Message {
     name: "k8s.io.api.networking.v1.ServiceBackendPort",
     fields: &[
         Field { tag: 1, json: "name", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 2, json: "number", ty: Ty::Int32, card: Card::Optional },
+        Field { tag: 2, json: "number", ty: Ty::Int32, card: Card::OmitZero },
     ],
 };
 
@@ -2086,7 +2086,7 @@ pub(super) static NETWORKING_V1_INGRESS_RULE: Message = Message {
     name: "k8s.io.api.networking.v1.IngressRule",
     fields: &[
         Field { tag: 1, json: "host", ty: Ty::String, card: Card::OmitZero },
-        Field { tag: 2, json: "", ty: Ty::Message(&NETWORKING_V1_INGRESS_RULE_VALUE), card: Card::Inline },
+        Field { tag: 2, json: "", ty: Ty::Inline(&NETWORKING_V1_INGRESS_RULE_VALUE), card: Card::Optional },
     ],
 };
 
