@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need_pkgs=()
-for p in iproute2 nftables curl python3 python3-venv python3-pip ca-certificates gcc pkg-config; do
+for p in iproute2 nftables util-linux busybox-static curl python3 python3-venv python3-pip ca-certificates gcc pkg-config; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

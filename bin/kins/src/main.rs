@@ -34,9 +34,21 @@ enum Command {
     Kubeconfig(commands::kubeconfig::Args),
     /// Run the API server in the foreground.
     Apiserver(commands::apiserver::Args),
+    /// A cluster's nodes: ls, add, rm, exec.
+    Node(commands::node::Args),
+    /// Run a node agent (the kubelet) in the foreground.
+    Agent(commands::agent::Args),
     /// Run a cluster's supervisor in the foreground (started by `kins up`).
     #[command(hide = true)]
     Supervise(commands::supervise::Args),
+    /// Run the controller manager (node IPAM, node lifecycle, scheduler) in the foreground.
+    ControllerManager(commands::controller_manager::Args),
+    /// The built-in CNI plugin (kins-bridge): CNI_COMMAND and friends in the environment.
+    #[command(hide = true)]
+    Cni(commands::cni::Args),
+    /// Own one container process (started by the agent).
+    #[command(hide = true)]
+    Shim(commands::shim::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +71,11 @@ fn main() -> ExitCode {
         Command::Kubeconfig(a) => commands::kubeconfig::run(&cli.data_dir, a),
         Command::Apiserver(a) => commands::apiserver::run(a),
         Command::Supervise(a) => commands::supervise::run(&cli.data_dir, a),
+        Command::Node(a) => commands::node::run(&cli.data_dir, a),
+        Command::Agent(a) => commands::agent::run(a),
+        Command::Shim(a) => commands::shim::run(a),
+        Command::ControllerManager(a) => commands::controller_manager::run(a),
+        Command::Cni(a) => commands::cni::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,11 +21,11 @@ pub const DEFAULT_DATA_BASE: &str = "/var/lib/kins";
 /// The base of runtime directories.
 pub const RUN_BASE: &str = "/run/kins";
 
-/// Cluster names end up in interface and namespace names (15 characters at most), so
-/// they are short DNS labels.
+/// Cluster names end up in interface names (`kins-<name>`, 15 characters at most), so
+/// they are short DNS labels: at most 10 characters.
 pub fn check_name(name: &str) -> Result<(), LabError> {
     let ok = !name.is_empty()
-        && name.len() <= 20
+        && name.len() <= 10
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
         && name
@@ -89,7 +89,29 @@ pub struct ClusterConfig {
     pub api_port: u16,
     pub service_cidr: String,
     pub node_port_range: String,
-    pub nodes: u32,
+    /// The pod network, a /24 of it per node.
+    #[serde(default = "default_cluster_cidr")]
+    pub cluster_cidr: String,
+    /// The node network (a /24; the bridge has its first address).
+    #[serde(default)]
+    pub node_net: String,
+    /// Index used in host link names.
+    #[serde(default)]
+    pub node_net_index: u8,
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn default_cluster_cidr() -> String {
+    "10.244.0.0/16".into()
+}
+
+/// One node of a lab cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeEntry {
+    pub name: String,
+    /// 1-based; the node's IP is the (index+1)-th address of the node network.
+    pub index: u32,
 }
 
 impl ClusterConfig {
@@ -118,6 +140,34 @@ impl ClusterConfig {
 
     pub fn server_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.api_port)
+    }
+
+    /// The node network, if one was chosen.
+    pub fn node_net(&self) -> Option<crate::topology::NodeNet> {
+        crate::topology::parse_node_cidr(&self.node_net, self.node_net_index).ok()
+    }
+
+    /// The URL agents use: the bridge address, port 6443.
+    pub fn agent_server_url(&self) -> Option<String> {
+        self.node_net()
+            .map(|n| format!("https://{}:6443", n.gateway()))
+    }
+
+    /// The next node name, kind-style: <cluster>-worker, <cluster>-worker2, ...
+    pub fn next_node(&self) -> NodeEntry {
+        let index = self.nodes.iter().map(|n| n.index).max().unwrap_or(0) + 1;
+        let mut i = index;
+        loop {
+            let name = if i == 1 {
+                format!("{}-worker", self.name)
+            } else {
+                format!("{}-worker{i}", self.name)
+            };
+            if !self.nodes.iter().any(|n| n.name == name) {
+                return NodeEntry { name, index };
+            }
+            i += 1;
+        }
     }
 }
 
@@ -152,7 +202,7 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["kins", "a", "test-1", "abcdefghijklmnopqrst"] {
+        for ok in ["kins", "a", "test-1", "abcdefghij"] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -183,8 +233,25 @@ mod tests {
             api_port: 6443,
             service_cidr: "10.96.0.0/12".into(),
             node_port_range: "30000-32767".into(),
-            nodes: 0,
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_net: "172.29.1.0/24".into(),
+            node_net_index: 1,
+            nodes: vec![],
         };
+        assert_eq!(c.next_node().name, "t1-worker");
+        let mut c2 = c.clone();
+        c2.nodes.push(c.next_node());
+        assert_eq!(
+            c2.next_node(),
+            NodeEntry {
+                name: "t1-worker2".into(),
+                index: 2
+            }
+        );
+        assert_eq!(
+            c.agent_server_url().as_deref(),
+            Some("https://172.29.1.1:6443")
+        );
         c.save(&p).expect("save");
         assert_eq!(ClusterConfig::load(&p).expect("load"), c);
         assert_eq!(list(dir.path()), vec!["t1".to_string()]);

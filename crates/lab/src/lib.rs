@@ -9,8 +9,9 @@ pub mod cluster;
 pub mod kubeconfig;
 pub mod procs;
 pub mod supervisor;
+pub mod topology;
 
-pub use cluster::{ClusterConfig, Paths};
+pub use cluster::{ClusterConfig, NodeEntry, Paths};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -24,7 +25,7 @@ pub enum LabError {
         path: std::path::PathBuf,
         source: serde_json::Error,
     },
-    #[error("invalid cluster name {0:?}: use 1-20 lower-case letters, digits and '-', starting with a letter")]
+    #[error("invalid cluster name {0:?}: use 1-10 lower-case letters, digits and '-', starting with a letter")]
     BadName(String),
     #[error("cluster {0:?} does not exist")]
     NoSuchCluster(String),

@@ -50,19 +50,66 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(7))).min(Duration::from_secs(10))
 }
 
-/// Runs the children until `stop` is set, then terminates them (SIGTERM, then SIGKILL).
-pub fn run(specs: Vec<ChildSpec>, stop: Arc<AtomicBool>) -> Result<(), LabError> {
-    let mut kids: Vec<Running> = specs
-        .into_iter()
-        .map(|spec| Running {
-            spec,
-            child: None,
-            failures: 0,
-            next_start: Instant::now(),
-            started: Instant::now(),
-        })
-        .collect();
+fn terminate(k: &mut Running, deadline: Instant) {
+    if let Some(c) = &mut k.child {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    k.child = None;
+}
+
+fn fresh(spec: ChildSpec) -> Running {
+    Running {
+        spec,
+        child: None,
+        failures: 0,
+        next_start: Instant::now(),
+        started: Instant::now(),
+    }
+}
+
+/// Runs the children `specs()` names until `stop` is set, then terminates them (SIGTERM,
+/// then SIGKILL). When `reload` is set, `specs()` is asked again: children no longer named
+/// are stopped, new ones started, changed ones restarted.
+pub fn run(
+    mut specs: impl FnMut() -> Vec<ChildSpec>,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+) -> Result<(), LabError> {
+    let mut kids: Vec<Running> = specs().into_iter().map(fresh).collect();
     while !stop.load(Ordering::SeqCst) {
+        if reload.swap(false, Ordering::SeqCst) {
+            let want = specs();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            for k in &mut kids {
+                let keep = want
+                    .iter()
+                    .any(|w| w.name == k.spec.name && w.argv == k.spec.argv);
+                if !keep {
+                    tracing::info!(process = %k.spec.name, "stopping (no longer wanted)");
+                    terminate(k, deadline);
+                }
+            }
+            kids.retain(|k| {
+                want.iter()
+                    .any(|w| w.name == k.spec.name && w.argv == k.spec.argv)
+            });
+            for w in want {
+                if !kids.iter().any(|k| k.spec.name == w.name) {
+                    kids.push(fresh(w));
+                }
+            }
+        }
         for k in &mut kids {
             if let Some(c) = &mut k.child {
                 if let Ok(Some(status)) = c.try_wait() {
@@ -93,7 +140,7 @@ pub fn run(specs: Vec<ChildSpec>, stop: Arc<AtomicBool>) -> Result<(), LabError>
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for k in &mut kids {
+    for k in &kids {
         if let Some(c) = &k.child {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),
@@ -103,16 +150,7 @@ pub fn run(specs: Vec<ChildSpec>, stop: Arc<AtomicBool>) -> Result<(), LabError>
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     for k in &mut kids {
-        if let Some(c) = &mut k.child {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        terminate(k, deadline);
     }
     Ok(())
 }
@@ -139,7 +177,13 @@ mod tests {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
-        let t = std::thread::spawn(move || run(vec![spec], s2));
+        let t = std::thread::spawn(move || {
+            run(
+                move || vec![spec.clone()],
+                s2,
+                Arc::new(AtomicBool::new(false)),
+            )
+        });
         // Wait until it has run at least twice (restart after exit).
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

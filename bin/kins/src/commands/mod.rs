@@ -1,8 +1,13 @@
 //! One file per command.
 
+pub mod agent;
 pub mod apiserver;
+pub mod cni;
+pub mod controller_manager;
 pub mod down;
 pub mod kubeconfig;
+pub mod node;
+pub mod shim;
 pub mod status;
 pub mod supervise;
 pub mod up;

@@ -1,50 +1,71 @@
-//! `kins up`: create or restart a cluster, wait for its API, print how to use it.
+//! `kins up`: create or restart a cluster — its node network, node namespaces and
+//! processes — and wait until the API answers and every node is Ready.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use lab::topology;
 use lab::{ClusterConfig, Paths};
 
 use super::Usage;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Cluster name (1-20 lower-case letters, digits, '-').
+    /// Cluster name (1-10 lower-case letters, digits, '-').
     #[arg(long, default_value = "kins")]
     pub name: String,
-    /// Number of worker nodes (0: control plane only).
-    #[arg(long, default_value_t = 0)]
-    pub nodes: u32,
+    /// Number of nodes (0: control plane only). Kept from the first `up` unless given.
+    #[arg(long)]
+    pub nodes: Option<u32>,
     /// Service CIDR.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: String,
+    /// Cluster (pod) CIDR, a /24 of it per node.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// Node network, a /24 (default: the first free 172.29.N.0/24).
+    #[arg(long)]
+    pub node_cidr: Option<String>,
     /// NodePort range.
     #[arg(long, default_value = "30000-32767")]
     pub node_port_range: String,
     /// Loopback port of the API server (default: 6443 when free, else any free port).
     #[arg(long)]
     pub api_port: Option<u16>,
-    /// Seconds to wait for the API.
+    /// Seconds to wait for the API and the nodes.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
 }
 
 /// Whether the supervisor of a cluster is alive.
-pub fn supervisor_alive(paths: &Paths) -> bool {
+pub fn supervisor_pid(paths: &Paths) -> Option<i32> {
     std::fs::read_to_string(paths.supervisor_pid())
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-        .is_some_and(|pid| {
+        .filter(|pid| {
             lab::procs::find(&paths.name)
                 .iter()
-                .any(|p| p.pid == pid && p.role == "supervise")
+                .any(|p| p.pid == *pid && p.role == "supervise")
         })
+}
+
+pub fn supervisor_alive(paths: &Paths) -> bool {
+    supervisor_pid(paths).is_some()
 }
 
 pub fn ready_file(paths: &Paths) -> std::path::PathBuf {
     paths.run.join("apiserver.ready")
+}
+
+/// The agent of a node writes this once its node is registered and has a pod CIDR.
+pub fn node_ready_file(paths: &Paths, node: &str) -> std::path::PathBuf {
+    paths.run.join("nodes").join(node).join("ready")
+}
+
+pub fn netns_file(paths: &Paths, node: &str) -> std::path::PathBuf {
+    paths.run.join("netns").join(node)
 }
 
 /// Waits until the API server has said it is ready and accepts connections.
@@ -57,40 +78,175 @@ pub fn wait_ready(paths: &Paths, cfg: &ClusterConfig, timeout: Duration) -> anyh
             return Ok(());
         }
         if Instant::now() > deadline {
-            let log = paths.logs().join("apiserver.log");
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
             bail!(
-                "the API server of cluster {} did not become ready within {}s; last lines of {}:\n{}",
+                "the API server of cluster {} did not become ready within {}s; last lines of its log:\n{}",
                 paths.name,
                 timeout.as_secs(),
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                tail(&paths.logs().join("apiserver.log"))
             );
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(15).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Waits until every node's agent reported its node ready.
+pub fn wait_nodes(
+    paths: &Paths,
+    cfg: &ClusterConfig,
+    nodes: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let _ = cfg;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let missing: Vec<&String> = nodes
+            .iter()
+            .filter(|n| !node_ready_file(paths, n).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let n = missing[0];
+            bail!(
+                "node {n} of cluster {} was not ready within {}s; last lines of its agent's log:\n{}",
+                paths.name,
+                timeout.as_secs(),
+                tail(&paths.logs().join(format!("agent-{n}.log")))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Makes the host bridge (if missing) and every node's namespace and veth (if missing).
+pub fn ensure_topology(paths: &Paths, cfg: &mut ClusterConfig) -> anyhow::Result<()> {
+    if cfg.nodes.is_empty() {
+        return Ok(());
+    }
+    let br = topology::bridge_name(&cfg.name);
+    let have_bridge = !topology::cluster_links(&cfg.name).iter().all(|l| l != &br);
+    if !have_bridge {
+        // The saved node network may have been taken by another cluster meanwhile.
+        let saved = cfg.node_net().filter(|n| {
+            !topology::used_node_nets().contains(&n.base.octets()[2]) || n.base.octets()[1] != 29
+        });
+        let net = match saved {
+            Some(n) => n,
+            None => topology::pick_node_net(&[])?,
+        };
+        cfg.node_net = net.cidr();
+        cfg.node_net_index = net.index;
+        topology::ip_batch(
+            &topology::plan_bridge(&cfg.name, &net),
+            &format!("creating bridge {br}"),
+        )?;
+    }
+    let net = cfg.node_net().context("the cluster has no node network")?;
+    for node in cfg.nodes.clone() {
+        add_node_topology(paths, cfg, &net, &node)?;
+    }
+    Ok(())
+}
+
+/// One node's namespace, veth and addresses; idempotent.
+pub fn add_node_topology(
+    paths: &Paths,
+    cfg: &ClusterConfig,
+    net: &topology::NodeNet,
+    node: &lab::NodeEntry,
+) -> anyhow::Result<()> {
+    let ns = netns_file(paths, &node.name);
+    let fresh = !topology::is_mounted(&ns);
+    topology::create_netns(&ns)?;
+    if fresh
+        || !lab::topology::cluster_links(&cfg.name).contains(&topology::veth_name(net, node.index))
+    {
+        topology::ip_batch(
+            &topology::plan_node_host(&cfg.name, &node.name, node.index, net, &ns),
+            &format!("creating the veth of node {}", node.name),
+        )?;
+        topology::ip_batch_in(
+            &ns,
+            &topology::plan_node_inside(node.index, net, &cfg.service_cidr),
+            &format!("configuring node {}", node.name),
+        )?;
+        topology::run_in(
+            &ns,
+            &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            "enabling forwarding in the node",
+        )?;
+    }
+    Ok(())
+}
+
+/// A random hex token.
+fn token() -> anyhow::Result<String> {
+    let mut b = [0u8; 24];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The agents' bearer token (kept in the data dir) and the API server's token file.
+pub fn ensure_agent_token(paths: &Paths) -> anyhow::Result<()> {
+    let tok_path = paths.data.join("agent-token");
+    if !tok_path.exists() {
+        let t = token()?;
+        std::fs::write(&tok_path, &t).with_context(|| format!("writing {}", tok_path.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tok_path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let t = std::fs::read_to_string(&tok_path)?.trim().to_string();
+    let csv = paths.apiserver_data().join("tokens.csv");
+    let line = format!("{t},system:node:kins-agent,kins-agent,\"system:nodes\"\n");
+    if std::fs::read_to_string(&csv).unwrap_or_default() != line {
+        std::fs::write(&csv, line).with_context(|| format!("writing {}", csv.display()))?;
+    }
+    Ok(())
+}
+
+/// Asks the supervisor to re-read the cluster (nodes added or removed).
+pub fn reload_supervisor(paths: &Paths) {
+    if let Some(pid) = supervisor_pid(paths) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        );
     }
 }
 
 pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let paths = Paths::new(data_base, &args.name)?;
-    if args.nodes > 0 {
-        return Err(Usage(format!(
-            "--nodes {}: this build runs the control plane only; nodes arrive with the node agent (use --nodes 0)",
-            args.nodes
-        ))
-        .into());
-    }
     apiserver::alloc::Cidr::parse(&args.service_cidr)
         .map_err(|e| Usage(format!("--service-cidr {e}")))?;
+    apiserver::alloc::Cidr::parse(&args.cluster_cidr)
+        .map_err(|e| Usage(format!("--cluster-cidr {e}")))?;
     super::apiserver::parse_port_range(&args.node_port_range)
         .map_err(|e| Usage(format!("--node-port-range {e}")))?;
+    if let Some(c) = &args.node_cidr {
+        topology::parse_node_cidr(c, 0).map_err(|e| Usage(e.to_string()))?;
+    }
+    if args.nodes.is_some_and(|n| n > 50) {
+        return Err(Usage("--nodes: at most 50 nodes on one host".into()).into());
+    }
     paths.create_dirs()?;
-    let cfg = match ClusterConfig::load(&paths) {
+    let lock = topology::lock()?;
+    let mut cfg = match ClusterConfig::load(&paths) {
         Ok(c) => c,
         Err(lab::LabError::NoSuchCluster(_)) => {
-            let c = ClusterConfig {
+            let net = match &args.node_cidr {
+                Some(c) => topology::parse_node_cidr(c, 200)?,
+                None => topology::pick_node_net(&[])?,
+            };
+            ClusterConfig {
                 name: args.name.clone(),
                 api_port: match args.api_port {
                     Some(p) => p,
@@ -98,13 +254,24 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
                 },
                 service_cidr: args.service_cidr.clone(),
                 node_port_range: args.node_port_range.clone(),
-                nodes: args.nodes,
-            };
-            c.save(&paths)?;
-            c
+                cluster_cidr: args.cluster_cidr.clone(),
+                node_net: net.cidr(),
+                node_net_index: net.index,
+                nodes: vec![],
+            }
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(n) = args.nodes {
+        while cfg.nodes.len() < n as usize {
+            let next = cfg.next_node();
+            cfg.nodes.push(next);
+        }
+        cfg.nodes.truncate(n as usize);
+    }
+    ensure_topology(&paths, &mut cfg)?;
+    cfg.save(&paths)?;
+    drop(lock);
     // Credentials first, so the kubeconfig exists as soon as the API answers.
     let pki = apiserver::pki::Pki::load_or_create(&paths.apiserver_data().join("pki"))?;
     let admin = pki.admin()?;
@@ -118,10 +285,14 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
             key_pem: &admin.key_pem,
         },
     )?;
+    ensure_agent_token(&paths)?;
     if !supervisor_alive(&paths) {
         // Anything left of an earlier run (kill -9, crash) goes first.
         lab::procs::stop_all(&cfg.name, Duration::from_secs(2));
         let _ = std::fs::remove_file(ready_file(&paths));
+        for n in &cfg.nodes {
+            let _ = std::fs::remove_file(node_ready_file(&paths, &n.name));
+        }
         let exe = std::env::current_exe().context("locating the kins binary")?;
         let log_path = paths.logs().join("supervisor.log");
         let log = std::fs::OpenOptions::new()
@@ -132,22 +303,34 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
         let err = log.try_clone()?;
         use std::os::unix::process::CommandExt;
         Command::new(exe)
+            .args(["supervise", "--cluster", &cfg.name])
             .arg("--data-dir")
             .arg(data_base)
-            .args(["supervise", "--cluster", &cfg.name])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             .process_group(0)
             .spawn()
             .context("starting the supervisor")?;
+    } else {
+        reload_supervisor(&paths);
     }
-    wait_ready(&paths, &cfg, Duration::from_secs(args.timeout))?;
+    let timeout = Duration::from_secs(args.timeout);
+    wait_ready(&paths, &cfg, timeout)?;
+    let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
+    wait_nodes(&paths, &cfg, &names, timeout)?;
     eprintln!(
-        "cluster {:?} is up in {:.2}s: API https://127.0.0.1:{}, data {}",
+        "cluster {:?} is up in {:.2}s: API https://127.0.0.1:{}, {} node{}{}, data {}",
         cfg.name,
         start.elapsed().as_secs_f64(),
         cfg.api_port,
+        cfg.nodes.len(),
+        if cfg.nodes.len() == 1 { "" } else { "s" },
+        if cfg.nodes.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", cfg.node_net)
+        },
         paths.data.display()
     );
     println!("export KUBECONFIG={}", paths.kubeconfig().display());

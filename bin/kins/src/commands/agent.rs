@@ -1,0 +1,124 @@
+//! `kins agent`: the node agent. On a lab node it runs inside the node's network
+//! namespace (`--netns`, entered before any thread starts); on a real host it runs as is.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Cluster this agent belongs to (names its state; marks the process for `kins down`).
+    #[arg(long, default_value = "kins")]
+    pub cluster: String,
+    #[arg(long)]
+    pub node_name: String,
+    /// API server URL.
+    #[arg(long)]
+    pub server: String,
+    /// Bearer token (or --token-file).
+    #[arg(long, env = "KINS_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The cluster CA (PEM).
+    #[arg(long)]
+    pub ca_file: PathBuf,
+    /// Network namespace file to run in (lab nodes).
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+    /// The node's InternalIP (default: the first global IPv4 address).
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// Runtime state (default /run/kins/<cluster>/nodes/<node>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Durable data such as logs (default /var/lib/kins/<cluster>/nodes/<node>).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds between lease renewals.
+    #[arg(long, default_value_t = 10)]
+    pub lease_seconds: u64,
+}
+
+/// The first global IPv4 address of the current network namespace.
+fn detect_ip() -> anyhow::Result<Ipv4Addr> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-j", "addr", "show", "scope", "global"])
+        .output()
+        .context("running ip")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    for link in v.as_array().into_iter().flatten() {
+        if link["ifname"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("cni") || n.starts_with("veth"))
+        {
+            continue;
+        }
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if let Some(ip) = a["local"].as_str().and_then(|s| s.parse().ok()) {
+                return Ok(ip);
+            }
+        }
+    }
+    bail!("no global IPv4 address found: pass --node-ip")
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(ns) = &args.netns {
+        // Still single-threaded here: setns affects the whole process from now on.
+        let f = std::fs::File::open(ns).with_context(|| format!("opening {}", ns.display()))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering the network namespace {}", ns.display()))?;
+    }
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("--token or --token-file is required"),
+    };
+    let ca_pem = std::fs::read_to_string(&args.ca_file)
+        .with_context(|| format!("reading {}", args.ca_file.display()))?;
+    let node_ip = match args.node_ip {
+        Some(ip) => ip,
+        None => detect_ip()?,
+    };
+    let cfg = agent::Config {
+        run_dir: args.run_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(lab::cluster::RUN_BASE)
+                .join(&args.cluster)
+                .join("nodes")
+                .join(&args.node_name)
+        }),
+        data_dir: args.data_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(lab::cluster::DEFAULT_DATA_BASE)
+                .join(&args.cluster)
+                .join("nodes")
+                .join(&args.node_name)
+        }),
+        cluster: args.cluster,
+        node_name: args.node_name,
+        server: args.server,
+        token,
+        ca_pem,
+        node_ip,
+        cluster_cidr: args.cluster_cidr,
+        kins_exe: std::env::current_exe().context("locating the kins binary")?,
+        lease_seconds: args.lease_seconds,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = agent::run(cfg) => r.map_err(anyhow::Error::from),
+            _ = term.recv() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}

@@ -1,0 +1,87 @@
+//! The node agent, kins' kubelet. It registers its Node, renews its Lease, keeps the
+//! node's routes to other nodes' pod CIDRs (host-gw) and the masquerade rule for pod
+//! egress, and runs every pod bound to its node: a network namespace set up through a
+//! CNI plugin, and the pod's containers under per-container shims that outlive the agent.
+//!
+//! Invariants: talks to the cluster only through the API; all pod state it needs to adopt
+//! running pods after a restart is on disk under its run directory; kernel work goes
+//! through the `net` crate, the CNI plugin and `ip`/`nft` (never nftables service rules:
+//! that is the proxy's).
+
+pub mod client;
+pub mod network;
+pub mod node;
+pub mod pods;
+pub mod runtime;
+pub mod state;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How an agent runs (`kins agent` flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: String,
+    pub node_name: String,
+    /// API server URL, e.g. https://172.29.1.1:6443.
+    pub server: String,
+    pub token: String,
+    /// PEM of the cluster CA.
+    pub ca_pem: String,
+    /// The node's address (InternalIP).
+    pub node_ip: Ipv4Addr,
+    /// The cluster (pod) CIDR: pod-to-pod traffic inside it is never NATed.
+    pub cluster_cidr: String,
+    /// Per-node runtime state (pods, IPAM), e.g. /run/kins/<cluster>/nodes/<node>.
+    pub run_dir: PathBuf,
+    /// Per-node durable data (logs), e.g. /var/lib/kins/<cluster>/nodes/<node>.
+    pub data_dir: PathBuf,
+    /// The kins binary, run as CNI plugin (`kins cni`) and as shim (`kins shim`).
+    pub kins_exe: PathBuf,
+    /// Seconds between lease renewals.
+    pub lease_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubernetes client configuration: {0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Io { what, source }
+}
+
+/// Runs the agent until the process ends.
+pub async fn run(cfg: Config) -> Result<(), AgentError> {
+    let cfg = Arc::new(cfg);
+    let client = client::build(&cfg)?;
+    std::fs::create_dir_all(cfg.run_dir.join("pods"))
+        .map_err(io(format!("creating {}", cfg.run_dir.display())))?;
+    std::fs::create_dir_all(cfg.data_dir.join("logs"))
+        .map_err(io(format!("creating {}", cfg.data_dir.display())))?;
+    let _ = std::fs::remove_file(cfg.run_dir.join("ready"));
+    node::register(&client, &cfg).await?;
+    tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, "node registered");
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
+    let (cidr_tx, cidr_rx) = tokio::sync::watch::channel(None);
+    let net = tokio::spawn(network::run(client.clone(), cfg.clone(), cidr_tx));
+    let pods = tokio::spawn(pods::run(client.clone(), cfg.clone(), cidr_rx));
+    tokio::select! {
+        r = heartbeat => tracing::error!(?r, "heartbeat loop ended"),
+        r = net => tracing::error!(?r, "network loop ended"),
+        r = pods => tracing::error!(?r, "pod loop ended"),
+    }
+    Err(AgentError::Other("an agent loop ended".into()))
+}
