@@ -49,6 +49,16 @@ pub struct Cluster {
 impl Cluster {
     /// `kins up --nodes 0` with a fresh data directory.
     pub fn up(name: &str) -> anyhow::Result<Cluster> {
+        Self::up_with(name, &["--nodes", "0"])
+    }
+
+    /// `kins up` with `nodes` nodes.
+    pub fn up_nodes(name: &str, nodes: u32) -> anyhow::Result<Cluster> {
+        Self::up_with(name, &["--nodes", &nodes.to_string()])
+    }
+
+    /// `kins up --name NAME --api-port P EXTRA...` with a fresh data directory.
+    pub fn up_with(name: &str, extra: &[&str]) -> anyhow::Result<Cluster> {
         let data = tempfile::Builder::new().prefix("kins-test-").tempdir()?;
         let port = free_port();
         let c = Cluster {
@@ -57,7 +67,10 @@ impl Cluster {
             data,
             port,
         };
-        let out = c.kins(&["up", "--name", name, "--nodes", "0", "--api-port", &port.to_string()])?;
+        let port_s = port.to_string();
+        let mut args = vec!["up", "--name", name, "--api-port", port_s.as_str()];
+        args.extend_from_slice(extra);
+        let out = c.kins(&args)?;
         if !out.status.success() {
             bail!("kins up failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -85,13 +98,22 @@ impl Cluster {
     }
 
     /// Runs kubectl with text on its standard input.
-    pub fn kubectl_stdin(&self, kubectl: &Path, args: &[&str], input: Option<&str>) -> anyhow::Result<Output> {
+    pub fn kubectl_stdin(
+        &self,
+        kubectl: &Path,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> anyhow::Result<Output> {
         use std::io::Write;
         let mut child = Command::new(kubectl)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.data.path())
             .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -135,7 +157,72 @@ pub fn ok(out: Output) -> anyhow::Result<String> {
 /// stderr of a failed command, or an error if it succeeded.
 pub fn fails(out: Output) -> anyhow::Result<String> {
     if out.status.success() {
-        bail!("command succeeded but should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "command succeeded but should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Waiting for and killing the processes of a cluster, for the tests of crashes and
+/// restarts.
+impl Cluster {
+    /// The pid of the cluster's API server process, if one runs.
+    pub fn apiserver_pid(&self) -> Option<i32> {
+        lab::procs::find(&self.name)
+            .into_iter()
+            .find(|p| p.role == "apiserver")
+            .map(|p| p.pid)
+    }
+
+    /// `kill -9` of the cluster's API server process (the supervisor restarts it); returns
+    /// the pid it had.
+    pub fn kill_apiserver(&self) -> anyhow::Result<i32> {
+        let pid = self
+            .apiserver_pid()
+            .with_context(|| format!("no API server process of cluster {}", self.name))?;
+        ok(Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .output()
+            .context("running kill")?)?;
+        Ok(pid)
+    }
+
+    /// Waits until an API server process other than `old` runs and accepts connections on
+    /// the cluster's port; returns its pid.
+    pub fn wait_apiserver_restarted(
+        &self,
+        old: i32,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(pid) = self.apiserver_pid().filter(|p| *p != old) {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return Ok(pid);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "the API server of cluster {} was not restarted within {timeout:?}",
+                    self.name
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Cluster {
+    /// A kubectl command aimed at this cluster, to spawn (background watches) or to run
+    /// with extra environment (KUBE_EDITOR).
+    pub fn kubectl_cmd(&self, kubectl: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(kubectl);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.data.path())
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
 }

@@ -18,6 +18,7 @@ pub fn apply_defaults(resource: &Resource, obj: &mut Value) {
     let Value::Object(o) = obj else {
         return;
     };
+    drop_empty_metadata(o);
     match (resource.group, resource.kind) {
         ("", "Service") => default_service(spec_mut(o)),
         ("", "Pod") => default_pod(spec_mut(o)),
@@ -46,6 +47,26 @@ pub fn apply_defaults(resource: &Resource, obj: &mut Value) {
         }
         ("networking.k8s.io", "NetworkPolicy") => default_network_policy(spec_mut(o)),
         _ => {}
+    }
+}
+
+/// Drops empty `metadata` maps and lists, as Kubernetes' `omitempty` does: an object whose
+/// last label or annotation was removed has no `labels` or `annotations` at all.
+fn drop_empty_metadata(o: &mut Map<String, Value>) {
+    if let Some(Value::Object(m)) = o.get_mut("metadata") {
+        m.retain(|k, v| {
+            let listed = matches!(
+                k.as_str(),
+                "labels" | "annotations" | "finalizers" | "ownerReferences" | "managedFields"
+            );
+            let empty = match v {
+                Value::Object(x) => x.is_empty(),
+                Value::Array(x) => x.is_empty(),
+                Value::Null => true,
+                _ => false,
+            };
+            !(listed && empty)
+        });
     }
 }
 
@@ -233,6 +254,8 @@ fn default_container(c: &mut Map<String, Value>) {
     set(c, "imagePullPolicy", json!(default_pull_policy(&image)));
     set(c, "terminationMessagePath", json!("/dev/termination-log"));
     set(c, "terminationMessagePolicy", json!("File"));
+    // Go always writes the (struct-valued) resources of a container.
+    set(c, "resources", json!({}));
     for port in list_mut(c, "ports") {
         set_in(port, "protocol", json!("TCP"));
     }
@@ -588,9 +611,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn empty_metadata_maps_are_dropped() {
+        check(
+            "ConfigMap",
+            json!({"metadata": {"name": "c", "labels": {}, "annotations": {}, "finalizers": [],
+                "ownerReferences": [], "uid": ""}}),
+            json!({"metadata": {"name": "c", "uid": ""}}),
+        );
+        check(
+            "ConfigMap",
+            json!({"metadata": {"name": "c", "labels": {"a": "b"}}}),
+            json!({"metadata": {"name": "c", "labels": {"a": "b"}}}),
+        );
+    }
+
     fn defaulted_container(image: &str, policy: &str) -> Value {
         json!({"name": "c", "image": image, "imagePullPolicy": policy,
-            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"})
+            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+            "resources": {}})
     }
 
     #[test]

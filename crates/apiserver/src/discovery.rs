@@ -19,6 +19,32 @@ const VERBS: &[&str] = &[
     "watch",
 ];
 
+/// Namespaces have no deletecollection in Kubernetes: one request must not end every
+/// namespace (and everything in them).
+const NAMESPACE_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+
+/// The verbs of a resource, as discovery lists them and the router allows them.
+pub fn verbs(r: &Resource) -> &'static [&'static str] {
+    if r.group.is_empty() && r.kind == "Namespace" {
+        NAMESPACE_VERBS
+    } else {
+        VERBS
+    }
+}
+
+/// The platform in Go's names (`linux/amd64`), as Kubernetes reports it.
+fn platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
 fn sub_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "status" | "scale" => &["get", "patch", "update"],
@@ -47,7 +73,7 @@ pub fn version() -> Value {
         "buildDate": "2026-01-01T00:00:00Z",
         "goVersion": "rust",
         "compiler": "rustc",
-        "platform": format!("linux/{}", std::env::consts::ARCH),
+        "platform": platform(),
     })
 }
 
@@ -120,7 +146,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": verbs(r),
         });
         if !r.short_names.is_empty() {
             e["shortNames"] = json!(r.short_names);
@@ -182,7 +208,7 @@ pub fn aggregated(core: bool) -> Value {
                     "responseKind": {"group": g, "version": v, "kind": r.kind},
                     "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                     "singularResource": r.singular,
-                    "verbs": VERBS,
+                    "verbs": verbs(r),
                 });
                 if !r.short_names.is_empty() {
                     e["shortNames"] = json!(r.short_names);

@@ -148,6 +148,28 @@ async fn drop_finalizer(
     }
 }
 
+/// Whether one of the object's owners exists now, read from the store: a pass lists one
+/// kind after another, so an owner created while it ran can be missing from its lists
+/// although its dependent, created later, is in them.
+fn any_owner_exists(st: &State, ns: Option<&str>, obj: &Value) -> Result<bool, ApiError> {
+    let Some(refs) = obj["metadata"]["ownerReferences"].as_array() else {
+        return Ok(false);
+    };
+    for owner in refs {
+        let field = |f: &str| owner[f].as_str().unwrap_or_default();
+        let Some(r) = api::lookup_kind(field("apiVersion"), field("kind")) else {
+            continue;
+        };
+        let ns = if r.namespaced { ns } else { None };
+        if let Some(kv) = st.store.get(&r.key(ns, field("name")))? {
+            if meta::uid(&decode(&kv)?) == field("uid") {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 async fn garbage(st: &State) -> Result<(), ApiError> {
     // Every object, with its owners.
     let mut objects: Vec<(&'static api::Resource, Value)> = Vec::new();
@@ -207,6 +229,10 @@ async fn garbage(st: &State) -> Result<(), ApiError> {
         let all_gone = owners.iter().all(|u| !live.contains(u));
         let fg = owners.iter().any(|u| deleting_foreground.contains(u));
         if (all_gone || fg) && !meta::is_deleting(o) {
+            if !fg && any_owner_exists(st, ns, o)? {
+                // Created while this pass listed other kinds.
+                continue;
+            }
             let policy = if fg { Some("Foreground") } else { None };
             match delete_one(
                 st,

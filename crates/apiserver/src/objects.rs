@@ -279,6 +279,34 @@ fn prepare_create(res: &Resource, obj: &mut Value, ns: Option<&str>) {
     }
 }
 
+/// A Secret's write-only `stringData` is merged into `data` (base64) and never stored,
+/// as Kubernetes does.
+fn merge_string_data(res: &Resource, obj: &mut Value) {
+    if res.kind != "Secret" {
+        return;
+    }
+    let Some(o) = obj.as_object_mut() else { return };
+    let Some(Value::Object(sd)) = o.remove("stringData") else {
+        return;
+    };
+    let data = o.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in sd {
+            let text = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            d.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+}
+
 fn has_generation(res: &Resource) -> bool {
     matches!(
         res.kind,
@@ -437,6 +465,7 @@ pub async fn create_object(
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     prepare_create(res, &mut obj, ns);
+    merge_string_data(res, &mut obj);
     api::defaults::apply_defaults(res, &mut obj);
     let generate = meta::meta_str(&obj, "generateName").to_string();
     let generated = meta::name(&obj).is_empty() && !generate.is_empty();
@@ -894,6 +923,7 @@ async fn write_update(
     let sub = req.target.subresource.as_deref();
     prepare_update(res, old, &mut new, sub);
     if sub.is_none() {
+        merge_string_data(res, &mut new);
         api::defaults::prepare_update(res, &mut new, old);
     }
     api::defaults::apply_defaults(res, &mut new);
@@ -915,6 +945,16 @@ async fn write_update(
     let finished = meta::is_deleting(&new)
         && meta::finalizers(&new).is_empty()
         && !(res.kind == "Namespace" && has_spec_finalizers(&new));
+    // As Kubernetes does, an update that changes nothing writes nothing: the object keeps
+    // its resourceVersion and watchers see no event (kubectl says "patched (no change)").
+    if !finished && same_but_version(old, &new) {
+        let body = if sub == Some("scale") {
+            scale_of(res, old)
+        } else {
+            old.clone()
+        };
+        return Ok(json_response(StatusCode::OK, &body, &warnings));
+    }
     let mut ops = Vec::new();
     if finished {
         ops.push(store::Op::Delete {
@@ -965,6 +1005,18 @@ async fn write_update(
     Ok(json_response(StatusCode::OK, &out, &warnings))
 }
 
+/// Whether two versions of an object differ at most in `metadata.resourceVersion`.
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
 fn has_spec_finalizers(ns: &Value) -> bool {
     ns["spec"]["finalizers"]
         .as_array()
@@ -980,11 +1032,28 @@ fn body_rv(obj: &Value) -> Option<i64> {
     }
 }
 
+/// Whether a patch sets metadata.resourceVersion itself, a precondition: only then does a
+/// conflict fail the patch; otherwise the server applies it again to the new state.
+fn patch_pins_rv(patch: &Value) -> bool {
+    match patch {
+        Value::Array(ops) => ops
+            .iter()
+            .any(|op| op["path"] == "/metadata/resourceVersion"),
+        _ => patch
+            .pointer("/metadata/resourceVersion")
+            .is_some_and(|v| !v.is_null()),
+    }
+}
+
 /// Applies a Scale object's spec.replicas to its parent.
 fn apply_scale(obj: &Value, scale: &Value) -> Result<Value, ApiError> {
-    let replicas = scale["spec"]["replicas"]
-        .as_i64()
-        .ok_or_else(|| ApiError::bad_request("spec.replicas of the Scale is required"))?;
+    // Scale.spec.replicas is `omitempty`: a client asking for 0 sends no replicas at all.
+    let replicas = match &scale["spec"]["replicas"] {
+        Value::Null => 0,
+        v => v.as_i64().ok_or_else(|| {
+            ApiError::bad_request("spec.replicas of the Scale must be an integer")
+        })?,
+    };
     let mut new = obj.clone();
     new["spec"]["replicas"] = json!(replicas);
     Ok(new)
@@ -1111,7 +1180,7 @@ pub async fn patch(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
         if sub != Some("scale") {
             check_type(res, &mut new)?;
         }
-        let pinned = body_rv(&new).filter(|_| sub != Some("scale"));
+        let pinned = body_rv(&new).filter(|_| sub != Some("scale") && patch_pins_rv(&patch_body));
         if let Some(want) = pinned {
             if want != rev {
                 return Err(ApiError::stale(res.group, res.plural, &name));

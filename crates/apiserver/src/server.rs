@@ -289,12 +289,42 @@ async fn route(st: Arc<State>, req: Request) -> Result<Response, ApiError> {
         Method::POST => objects::create(&st, r).await,
         Method::PUT if !collection => objects::update(&st, r).await,
         Method::PATCH if !collection => objects::patch(&st, r).await,
-        Method::DELETE if collection => objects::delete_collection(&st, r).await,
-        Method::DELETE => objects::delete(&st, r).await,
+        Method::DELETE if collection => {
+            if !discovery::verbs(r.res()).contains(&"deletecollection") {
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
+            }
+            objects::delete_collection(&st, r).await
+        }
+        Method::DELETE => {
+            admit_delete(&r)?;
+            objects::delete(&st, r).await
+        }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource: {method}"
         ))),
     }
+}
+
+/// The namespaces Kubernetes' NamespaceLifecycle admission keeps from deletion.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// Refuses deletes Kubernetes' admission refuses: the namespaces the cluster needs.
+fn admit_delete(r: &Req) -> Result<(), ApiError> {
+    let res = r.res();
+    if res.group.is_empty()
+        && res.kind == "Namespace"
+        && r.target.subresource.is_none()
+        && IMMORTAL_NAMESPACES.contains(&r.name())
+    {
+        return Err(ApiError::forbidden(format!(
+            "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+            r.name()
+        ))
+        .with_details(serde_json::json!({"name": r.name(), "kind": "namespaces"})));
+    }
+    Ok(())
 }
 
 fn raw(body: &'static [u8], content_type: &'static str) -> Response {

@@ -203,6 +203,26 @@ pub(crate) fn validate_meta_update(obj: &Value, old: &Value, e: &mut Errs) {
             );
         }
     }
+    // Kubernetes' ValidateNoNewFinalizers: an object being deleted can only lose finalizers.
+    if !json::str(old_meta, "deletionTimestamp").is_empty() {
+        let before = json::string_list(old_meta, "finalizers");
+        let mut extra: Vec<String> = json::string_list(new_meta, "finalizers")
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        extra.sort();
+        extra.dedup();
+        if !extra.is_empty() {
+            let quoted: Vec<String> = extra.iter().map(|f| go_quote(f)).collect();
+            e.forbidden(
+                "metadata.finalizers",
+                &format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                    quoted.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// The labels and annotations of a pod template, at `<path>.labels` and `<path>.annotations`.

@@ -414,6 +414,29 @@ fn metadata_update() {
         json!({"metadata": {"name": "a", "namespace": "d"}}),
         &["metadata.namespace: Invalid value: \"e\": field is immutable"],
     );
+    // An object being deleted may lose finalizers, never gain them.
+    let deleting = |finalizers: Value| {
+        json!({"metadata": {"name": "a", "namespace": "d",
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": finalizers}})
+    };
+    check_update(
+        "ConfigMap",
+        deleting(json!(["x.io/a"])),
+        deleting(json!(["x.io/a", "x.io/b"])),
+        &[],
+    );
+    check_update(
+        "ConfigMap",
+        deleting(json!(["x.io/c", "x.io/a", "x.io/b"])),
+        deleting(json!(["x.io/a"])),
+        &["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{\"x.io/b\", \"x.io/c\"}"],
+    );
+    check_update(
+        "ConfigMap",
+        json!({"metadata": {"name": "a", "namespace": "d", "finalizers": ["x.io/b"]}}),
+        json!({"metadata": {"name": "a", "namespace": "d"}}),
+        &[],
+    );
 }
 
 #[test]
