@@ -5,6 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# Test-only tools: vagrant (for `vagrant validate` of vagrant/Vagrantfile).
+if ! command -v vagrant >/dev/null 2>&1; then
+  echo "==> installing vagrant (Debian) for the Vagrantfile check"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant >/dev/null
+fi
+echo "==> the README's first command, as the Vagrant provisioner runs it"
+KINS_NAME=kins-qs bash scripts/quickstart.sh
+kins down --name kins-qs --purge
 echo "==> cargo fmt --check and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -63,6 +63,38 @@ pub fn plan_bridge(cluster: &str, net: &NodeNet) -> String {
     )
 }
 
+/// The host's nftables table of a cluster.
+pub fn host_table(cluster: &str) -> String {
+    format!("kins_{}", cluster.replace('-', "_"))
+}
+
+/// nftables ruleset for the host: nothing that comes from the cluster's bridge is
+/// forwarded anywhere else, whatever the host's `ip_forward` says (the nodes reach the
+/// host itself, and each other across the bridge, and nothing more).
+pub fn plan_host_guard(cluster: &str) -> String {
+    let t = host_table(cluster);
+    let br = bridge_name(cluster);
+    format!(
+        "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"{br}\" oifname != \"{br}\" counter drop comment \"cluster traffic never leaves the host\"\n    oifname \"{br}\" iifname != \"{br}\" counter drop comment \"and nothing is routed into it\"\n  }}\n}}\n"
+    )
+}
+
+/// Applies a ruleset with `nft -f -`.
+pub fn nft_apply(ruleset: &str, what: &str) -> Result<(), LabError> {
+    run(Command::new("nft").args(["-f", "-"]), what, Some(ruleset)).map(|_| ())
+}
+
+/// Deletes the cluster's host table; false when there was none.
+pub fn delete_host_table(cluster: &str) -> bool {
+    let t = host_table(cluster);
+    run(
+        Command::new("nft").args(["delete", "table", "inet", &t]),
+        "deleting the host table",
+        None,
+    )
+    .is_ok()
+}
+
 /// Host-side `ip -batch` commands for one node: the veth, created with its peer directly
 /// inside the node's namespace.
 pub fn plan_node_host(
@@ -327,6 +359,19 @@ mod tests {
                 <= 15
         );
         assert!(bridge_name("abcdefghij").len() <= 15);
+    }
+
+    #[test]
+    fn host_guard() {
+        let g = plan_host_guard("a-b");
+        assert!(
+            g.starts_with("table inet kins_a_b\ndelete table inet kins_a_b\n"),
+            "{g}"
+        );
+        assert!(
+            g.contains("iifname \"kins-a-b\" oifname != \"kins-a-b\" counter drop"),
+            "{g}"
+        );
     }
 
     #[test]

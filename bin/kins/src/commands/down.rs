@@ -33,6 +33,7 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
             Err(e) => eprintln!("kins: {e}"),
         }
     }
+    let tables = usize::from(topology::delete_host_table(&args.name));
     if paths.run.exists() {
         std::fs::remove_dir_all(&paths.run)
             .with_context(|| format!("removing {}", paths.run.display()))?;
@@ -42,11 +43,12 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("removing {}", paths.data.display()))?;
     }
     eprintln!(
-        "cluster {:?} is down: {stopped} process{} stopped, {unmounted} namespace{} and {links} link{} removed{}",
+        "cluster {:?} is down: {stopped} process{} stopped, {unmounted} namespace{} and {links} link{} and {tables} table{} removed{}",
         args.name,
         if stopped == 1 { "" } else { "es" },
         if unmounted == 1 { "" } else { "s" },
         if links == 1 { "" } else { "s" },
+        if tables == 1 { "" } else { "s" },
         if args.purge { ", data deleted" } else { "" }
     );
     Ok(())

@@ -134,9 +134,12 @@ pub fn ensure_topology(paths: &Paths, cfg: &mut ClusterConfig) -> anyhow::Result
     let have_bridge = !topology::cluster_links(&cfg.name).iter().all(|l| l != &br);
     if !have_bridge {
         // The saved node network may have been taken by another cluster meanwhile.
-        let saved = cfg.node_net().filter(|n| {
-            !topology::used_node_nets().contains(&n.base.octets()[2]) || n.base.octets()[1] != 29
-        });
+        // Keep the saved network unless another cluster's bridge took it meanwhile.
+        let taken = |n: &topology::NodeNet| {
+            let o = n.base.octets();
+            o[0] == 172 && o[1] == 29 && topology::used_node_nets().contains(&o[2])
+        };
+        let saved = cfg.node_net().filter(|n| !taken(n));
         let net = match saved {
             Some(n) => n,
             None => topology::pick_node_net(&[])?,
@@ -148,6 +151,10 @@ pub fn ensure_topology(paths: &Paths, cfg: &mut ClusterConfig) -> anyhow::Result
             &format!("creating bridge {br}"),
         )?;
     }
+    topology::nft_apply(
+        &topology::plan_host_guard(&cfg.name),
+        "installing the host's forward guard",
+    )?;
     let net = cfg.node_net().context("the cluster has no node network")?;
     for node in cfg.nodes.clone() {
         add_node_topology(paths, cfg, &net, &node)?;
