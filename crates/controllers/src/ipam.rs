@@ -127,8 +127,8 @@ impl Reconciler for NodeIpam {
     const NAME: &'static str = "node-ipam";
 
     async fn reconcile(&self, node: Arc<Node>) -> Result<Action, Error> {
-        // Allocate only once every Node is known, so no existing podCIDR is handed out.
-        let _ = self.nodes.wait_until_ready().await;
+        // The controller runs reconciles only once its store is complete, so every
+        // existing podCIDR is known before anything is handed out.
         let name = node.name_any();
         if has_pod_cidr(&node) || node.metadata.deletion_timestamp.is_some() {
             // Keeps the allocator (and its metrics) current as Nodes come and go.
@@ -190,7 +190,7 @@ pub fn run(
 ) -> Result<impl Future<Output = ()> + Send + 'static, Error> {
     let alloc = CidrAllocator::new(config.cluster_cidr, config.node_cidr_mask_size)?;
     let api: Api<Node> = Api::all(client);
-    let (nodes, events) = runner::reflect(api.clone(), watcher::Config::default());
+    let (nodes, _, events) = runner::reflect(api.clone(), watcher::Config::default());
     // A deleted Node frees its block: retry the Nodes still waiting for one.
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded::<()>();
     let events = events.inspect_ok(move |ev| {

@@ -33,6 +33,9 @@ use tokio::task::JoinHandle;
 pub use cidr::{CidrAllocator, CidrError, Ipv4Cidr};
 pub use metrics::Metrics;
 
+/// How long [`Running::shutdown`] lets reconciles in flight finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// The name events and logs give the scheduler, as in Kubernetes.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
@@ -211,11 +214,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops every controller (reconciles in flight finish first) and the metrics server.
+    /// Stops every controller and the metrics server. Reconciles in flight may finish
+    /// for up to [`SHUTDOWN_GRACE`]; whatever still runs then is aborted.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!("a controller did not stop in time; aborting it");
+                t.abort();
+            }
         }
     }
 }
@@ -266,6 +274,11 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
     tasks.push(tokio::spawn(lifecycle::run(
         client.clone(),
         &config,
+        Arc::new(events::Recorder::new(
+            client.clone(),
+            "node-controller",
+            &config.instance,
+        )),
         metrics.clone(),
         stopped(stop_rx.clone()),
     )));

@@ -13,6 +13,9 @@
 //! eviction taints): `Unknown` → `node.kubernetes.io/unreachable` with effects NoSchedule
 //! and NoExecute; `False` → `node.kubernetes.io/not-ready` likewise; `True` → neither. So when
 //! the agent posts Ready=True again (with a fresh Lease) the taints go away.
+//!
+//! Like Kubernetes, marking a node Unknown also records a `NodeNotReady` event and sets
+//! `Ready=False` on the pods bound to it (so endpoints stop sending them traffic).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,17 +23,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::runner::{self, lock, to_value, Reconciler};
+use crate::events::{self, Recorder};
+use crate::podgc::is_terminal;
+use crate::runner::{self, lock, to_value, Ready, Reconciler};
 use crate::{Config, Error, Metrics};
 
 /// Namespace of the node Leases.
@@ -206,12 +211,59 @@ fn agent_heartbeat(node: &Node) -> Option<Timestamp> {
 
 /// The node lifecycle reconciler.
 pub struct NodeLifecycle {
+    client: Client,
+    recorder: Arc<Recorder>,
     api: Api<Node>,
     nodes: Store<Node>,
     leases: Store<Lease>,
+    leases_ready: Ready,
     health: Mutex<Health>,
     grace: Duration,
     metrics: Arc<Metrics>,
+}
+
+impl NodeLifecycle {
+    /// Sets Ready=False on the pods of an unreachable node, as Kubernetes does, so that
+    /// endpoints stop sending them traffic.
+    async fn mark_pods_not_ready(&self, node: &str) -> Result<(), Error> {
+        let all: Api<Pod> = Api::all(self.client.clone());
+        let pods = all
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await
+            .map_err(|e| Error::api("listing the pods of node", node, e))?;
+        for pod in pods.items {
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if !ready || is_terminal(&pod) {
+                continue;
+            }
+            let ns = pod.namespace().unwrap_or_default();
+            let name = pod.name_any();
+            let patch = json!({"status": {"conditions": [
+                {"type": "Ready", "status": "False", "lastTransitionTime": Time(Timestamp::now())},
+            ]}});
+            match Api::<Pod>::namespaced(self.client.clone(), &ns)
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(pod = %format!("{ns}/{name}"), node, "pod marked not ready: its node is unreachable")
+                }
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(e) => {
+                    return Err(Error::api(
+                        "marking pod not ready",
+                        format!("{ns}/{name}"),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Reconciler for NodeLifecycle {
@@ -219,7 +271,7 @@ impl Reconciler for NodeLifecycle {
     const NAME: &'static str = "node-lifecycle";
 
     async fn reconcile(&self, node: Arc<Node>) -> Result<Action, Error> {
-        let _ = self.leases.wait_until_ready().await;
+        self.leases_ready.wait().await;
         let name = node.name_any();
         let lease = self
             .leases
@@ -256,6 +308,17 @@ impl Reconciler for NodeLifecycle {
                 self.metrics
                     .inc("kins_node_lifecycle_transitions_total", &[]);
                 tracing::warn!(node = %name, silent_for = ?since, "node stopped posting status: Ready=Unknown");
+                self.recorder
+                    .publish(
+                        events::node_ref(&current),
+                        events::NORMAL,
+                        "NodeNotReady",
+                        &format!("Node {name} status is now: NodeNotReady"),
+                    )
+                    .await;
+            }
+            if ready_status(&current) == Some("Unknown") {
+                self.mark_pods_not_ready(&name).await?;
             }
         }
         if let Some(taints) = desired_taints(&current, now) {
@@ -288,13 +351,14 @@ impl Reconciler for NodeLifecycle {
 pub fn run(
     client: Client,
     config: &Config,
+    recorder: Arc<Recorder>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     let api: Api<Node> = Api::all(client.clone());
-    let (nodes, node_events) = runner::reflect(api.clone(), watcher::Config::default());
-    let (leases, lease_events) = runner::reflect(
-        Api::<Lease>::namespaced(client, LEASE_NAMESPACE),
+    let (nodes, _, node_events) = runner::reflect(api.clone(), watcher::Config::default());
+    let (leases, leases_ready, lease_events) = runner::reflect(
+        Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
         watcher::Config::default(),
     );
     let controller = runner::controller(nodes.clone(), node_events)
@@ -302,9 +366,12 @@ pub fn run(
             Some(ObjectRef::<Node>::new(&lease.name_any()))
         });
     let reconciler = Arc::new(NodeLifecycle {
+        client,
+        recorder,
         api,
         nodes,
         leases,
+        leases_ready,
         health: Mutex::new(Health::default()),
         grace: config.node_monitor_grace_period,
         metrics: metrics.clone(),

@@ -17,7 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::runner::{self, Reconciler};
+use crate::runner::{self, Ready, Reconciler};
 use crate::{Error, Metrics};
 
 /// The node a pod is bound to, if any.
@@ -57,6 +57,7 @@ pub fn gc_status_patch(now: k8s_openapi::jiff::Timestamp) -> serde_json::Value {
 pub struct PodGc {
     client: Client,
     nodes: Store<Node>,
+    nodes_ready: Ready,
     metrics: Arc<Metrics>,
 }
 
@@ -74,7 +75,7 @@ impl Reconciler for PodGc {
             // Already force-deleted (waiting for finalizers, or for the watch to say so).
             return Ok(Action::await_change());
         }
-        let _ = self.nodes.wait_until_ready().await;
+        self.nodes_ready.wait().await;
         if self.nodes.get(&ObjectRef::new(node)).is_some() {
             return Ok(Action::await_change());
         }
@@ -133,9 +134,9 @@ pub fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (pods, pod_events) =
+    let (pods, _, pod_events) =
         runner::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (nodes, node_events) =
+    let (nodes, nodes_ready, node_events) =
         runner::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
     let pod_store = pods.clone();
     let node_store = nodes.clone();
@@ -156,6 +157,7 @@ pub fn run(
     let reconciler = Arc::new(PodGc {
         client,
         nodes,
+        nodes_ready,
         metrics: metrics.clone(),
     });
     runner::run(controller, reconciler, metrics, shutdown)

@@ -13,12 +13,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::{Error, Metrics};
 
@@ -69,19 +70,43 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A watch of one resource feeding a reflector store: the store to read and the stream of
-/// watch events (after the store has applied them) to drive a `Controller` with. Watch
-/// errors are retried with kube-runtime's default back-off.
+/// Becomes true once a watch has listed every object, that is once its store is complete.
+/// Any number of tasks may wait on it.
+///
+/// (kube-runtime's `Store::wait_until_ready` wakes only the last of several tasks waiting
+/// at once; reconciles of different objects run in different tasks, so they wait on this.)
+#[derive(Debug, Clone)]
+pub struct Ready(watch::Receiver<bool>);
+
+impl Ready {
+    /// Waits until the store is complete (returns at once if the watch is gone).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
+
+/// A watch of one resource feeding a reflector store: the store to read, when it is
+/// complete, and the stream of watch events (after the store has applied them) to drive a
+/// `Controller` with. Watch errors are retried with kube-runtime's default back-off.
 pub fn reflect<K: Object>(
     api: Api<K>,
     config: watcher::Config,
 ) -> (
     Store<K>,
+    Ready,
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-    (reader, stream)
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff()).inspect_ok(
+        move |ev| {
+            if matches!(ev, watcher::Event::InitDone) {
+                ready_tx.send_replace(true);
+            }
+        },
+    );
+    (reader, Ready(ready_rx), stream)
 }
 
 /// Builds a `Controller` over a [`reflect`]ed stream (its applied objects).

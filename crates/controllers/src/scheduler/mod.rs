@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 
 use crate::events::{self, Recorder};
 use crate::podgc::{is_terminal, node_name};
-use crate::runner::{self, lock, Reconciler};
+use crate::runner::{self, lock, Ready, Reconciler};
 use crate::{Config, Error, Metrics, SCHEDULER_NAME};
 
 /// How long a pod this process bound counts on its node without the cache showing it
@@ -98,6 +98,7 @@ pub struct Scheduler {
     client: Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    nodes_ready: Ready,
     /// One decision at a time.
     decide: tokio::sync::Mutex<()>,
     /// Pods bound by us, by uid, until the cache shows them bound.
@@ -149,6 +150,7 @@ impl Scheduler {
             .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
             .await
         {
+            // The pod's next watch event (bound) brings it back to set PodScheduled=True.
             Ok(_) => {}
             // Bound meanwhile, being deleted, or gone: nothing to do.
             Err(kube::Error::Api(s)) if s.code == 409 || s.is_not_found() => {
@@ -176,19 +178,6 @@ impl Scheduler {
         self.metrics
             .inc("kins_scheduler_attempts_total", &[("result", "scheduled")]);
         tracing::info!(pod = %key, node, "bound pod to node");
-        // The binding does not touch status; a PodScheduled=False written earlier would stay.
-        if scheduled_condition(pod).is_some_and(|c| c.status != "True") {
-            let patch = json!({"status": {"conditions": [{
-                "type": "PodScheduled", "status": "True", "reason": null, "message": null,
-                "lastProbeTime": null, "lastTransitionTime": Time(Timestamp::now()),
-            }]}});
-            if let Err(e) = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
-                .await
-            {
-                tracing::debug!(pod = %key, error = %e, "could not set PodScheduled=True");
-            }
-        }
         self.recorder
             .publish(
                 events::pod_ref(pod),
@@ -198,6 +187,30 @@ impl Scheduler {
             )
             .await;
         Ok(Action::await_change())
+    }
+
+    /// Sets PodScheduled=True on a bound pod that still says Unschedulable (the binding
+    /// subresource of kins' API server does not set the condition, Kubernetes' does).
+    async fn mark_scheduled(&self, pod: &Pod) -> Result<(), Error> {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "True", "reason": null, "message": null,
+            "lastProbeTime": null, "lastTransitionTime": Time(Timestamp::now()),
+        }]}});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+            Err(e) => Err(Error::api(
+                "setting PodScheduled of pod",
+                format!("{ns}/{name}"),
+                e,
+            )),
+        }
     }
 
     async fn unschedulable(&self, pod: &Pod, fit: predicates::FitError) -> Result<Action, Error> {
@@ -242,7 +255,16 @@ impl Scheduler {
             *m != message || at.elapsed() + Duration::from_millis(500) >= self.retry
         });
         if due {
-            lock(&self.last_event).insert(uid, (message.clone(), Instant::now()));
+            {
+                let mut last = lock(&self.last_event);
+                if last.len() > 4096 {
+                    // Forget pods that are gone (deleted while pending).
+                    let present: std::collections::HashSet<String> =
+                        self.pods.state().iter().filter_map(|p| p.uid()).collect();
+                    last.retain(|uid, _| present.contains(uid));
+                }
+                last.insert(uid, (message.clone(), Instant::now()));
+            }
             self.recorder
                 .publish(
                     events::pod_ref(pod),
@@ -261,11 +283,20 @@ impl Reconciler for Scheduler {
     const NAME: &'static str = "scheduler";
 
     async fn reconcile(&self, pod: Arc<Pod>) -> Result<Action, Error> {
+        if node_name(&pod).is_some() {
+            let stale = scheduled_condition(&pod).is_some_and(|c| {
+                c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+            });
+            if stale {
+                self.mark_scheduled(&pod).await?;
+            }
+            return Ok(Action::await_change());
+        }
         if !wants_scheduling(&pod) {
             return Ok(Action::await_change());
         }
-        let _ = self.pods.wait_until_ready().await;
-        let _ = self.nodes.wait_until_ready().await;
+        // The pod store is complete (the controller waits for it); the node store may not be.
+        self.nodes_ready.wait().await;
         let _one_at_a_time = self.decide.lock().await;
         // The newest cached state, now that it is our turn.
         let Some(pod) = self.pods.get(&ObjectRef::from_obj(pod.as_ref())) else {
@@ -313,9 +344,9 @@ pub fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (pods, pod_events) =
+    let (pods, _, pod_events) =
         runner::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (nodes, node_events) =
+    let (nodes, nodes_ready, node_events) =
         runner::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
     // A bound pod that goes away or finishes frees room: retry the pending ones.
     let (freed_tx, freed_rx) = futures::channel::mpsc::unbounded::<()>();
@@ -347,6 +378,7 @@ pub fn run(
         client,
         pods,
         nodes,
+        nodes_ready,
         decide: tokio::sync::Mutex::new(()),
         assumed: Mutex::new(HashMap::new()),
         last_event: Mutex::new(HashMap::new()),
