@@ -218,6 +218,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
                 net::create_netns(&netns)
                     .map_err(|e| AgentError::Other(format!("pod {}: {e}", pod.name_any())))?;
             }
+            // Recorded before ADD, so a DEL after a crash in between releases the IP.
+            st.subnet = cidr.clone();
+            state::save(&cfg.run_dir, &st)?;
             let res = run_cni(&ctx, "ADD", &uid, &netns, Some(&cidr)).await?;
             let addr = res["ips"][0]["address"].as_str().unwrap_or("");
             st.ip = addr.split('/').next().unwrap_or("").to_string();
@@ -327,7 +330,16 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
         )
         .await?;
     }
-    Ok(Action::requeue(Duration::from_secs(1)))
+    // A container that is still starting is looked at again soon, so Running is reported
+    // as soon as its shim says so; otherwise once a second (exits, restarts).
+    let starting = statuses
+        .iter()
+        .any(|s| s["state"]["waiting"]["reason"] == "ContainerCreating");
+    Ok(Action::requeue(if starting {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_secs(1)
+    }))
 }
 
 fn start(
@@ -541,7 +553,13 @@ async fn teardown(ctx: &Ctx, uid: &str, grace: Duration) {
     let netns = state::netns_path(&cfg.run_dir, uid);
     let st = state::load(&cfg.run_dir, uid);
     if !st.as_ref().is_some_and(|s| s.host_network) {
-        if let Err(e) = run_cni(ctx, "DEL", uid, &netns, None).await {
+        // DEL gets the configuration ADD had: the pod CIDR the IP came from.
+        let subnet = st
+            .as_ref()
+            .map(|s| s.subnet.clone())
+            .filter(|s| !s.is_empty())
+            .or_else(|| ctx.pod_cidr.borrow().clone());
+        if let Err(e) = run_cni(ctx, "DEL", uid, &netns, subnet.as_deref()).await {
             tracing::warn!(pod_uid = %uid, error = %e, "CNI DEL");
         }
         if let Err(e) = net::delete_netns(&netns) {

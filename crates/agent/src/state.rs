@@ -18,6 +18,9 @@ pub struct PodState {
     pub name: String,
     /// The pod IP ("" until the network is set up).
     pub ip: String,
+    /// The node pod CIDR the IP came from (the CNI configuration of ADD, needed for DEL).
+    #[serde(default)]
+    pub subnet: String,
     pub host_network: bool,
     pub start_time: String,
     pub containers: BTreeMap<String, ContainerRecord>,

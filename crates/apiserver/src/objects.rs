@@ -1466,6 +1466,16 @@ async fn bind(st: &Arc<State>, req: &Req) -> Result<Response, ApiError> {
         }
         let mut new = old.clone();
         new["spec"]["nodeName"] = json!(node);
+        // As Kubernetes' binding does: the pod is scheduled from now on.
+        let mut conds: Vec<Value> = new["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
+        new["status"]["conditions"] = json!(conds);
         if req.dry_run() {
             return Ok(json_response(
                 StatusCode::CREATED,

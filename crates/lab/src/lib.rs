@@ -5,6 +5,7 @@
 //! Invariants: knows nothing about HTTP handlers or Kubernetes objects; every process it
 //! starts carries `--cluster <name>` in its arguments, so it can always be found again.
 
+pub mod cleanup;
 pub mod cluster;
 pub mod kubeconfig;
 pub mod procs;

@@ -249,6 +249,9 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
     let mut cfg = match ClusterConfig::load(&paths) {
         Ok(c) => c,
         Err(lab::LabError::NoSuchCluster(_)) => {
+            // A new cluster: whatever an earlier cluster of this name left goes first.
+            lab::cleanup::everything(&paths, Duration::from_secs(2))?;
+            paths.create_dirs()?;
             let net = match &args.node_cidr {
                 Some(c) => topology::parse_node_cidr(c, 200)?,
                 None => topology::pick_node_net(&[])?,

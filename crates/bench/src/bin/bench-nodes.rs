@@ -194,9 +194,11 @@ async fn startup(
         }
     }
     while seen.len() < names.len() {
-        let (name, at) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
-            .await?
-            .context("watch ended")?;
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(120), rx.recv()).await else {
+            let missing: Vec<&String> = names.iter().filter(|n| !seen.contains(*n)).collect();
+            bail!("pods not Running after 120 s: {missing:?}");
+        };
+        let (name, at) = next.context("watch ended")?;
         if let Some(s) = sent.get(&name) {
             if seen.insert(name.clone()) {
                 lat.push(at.duration_since(*s).as_secs_f64() * 1000.0);
