@@ -572,3 +572,88 @@ fn down_after_kill9_of_everything_leaves_nothing() -> anyhow::Result<()> {
     let _ = left;
     Ok(())
 }
+
+/// Counts of what pods leave behind on a cluster's nodes.
+fn leftovers(c: &Cluster) -> anyhow::Result<(usize, usize, usize, usize)> {
+    let run = format!("/run/kins/{}", c.name);
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?
+        .lines()
+        .filter(|l| l.contains(&format!("{run}/nodes/")))
+        .count();
+    let mut veths = 0;
+    let mut ips = 0;
+    let mut dirs = 0;
+    for node in std::fs::read_dir(format!("{run}/netns"))?.flatten() {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", node.path().display()))
+            .args(["ip", "-o", "link", "show", "type", "veth"])
+            .output()?;
+        veths += String::from_utf8_lossy(&out.stdout).lines().count();
+        let n = node.file_name().to_string_lossy().into_owned();
+        ips += walk(&PathBuf::from(format!("{run}/nodes/{n}/ipam")))
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| x.parse::<std::net::Ipv4Addr>().is_ok())
+            })
+            .count();
+        dirs += std::fs::read_dir(format!("{run}/nodes/{n}/pods"))
+            .into_iter()
+            .flatten()
+            .count();
+    }
+    Ok((mounts, veths, ips, dirs))
+}
+
+#[test]
+fn create_delete_cycles_leak_nothing() -> anyhow::Result<()> {
+    let c = Cluster::up_nodes("n-cycle", 2)?;
+    let before = leftovers(&c)?;
+    for round in 0..10 {
+        let names: Vec<String> = (0..5).map(|i| format!("cy{round}-{i}")).collect();
+        for n in &names {
+            let pod = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": n, "labels": {"cycle": "yes"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]},
+            });
+            create(&c, &pod.to_string())?;
+        }
+        for n in &names {
+            wait_running(&c, n)?;
+        }
+        kubectl(&c, &["delete", "pods", "-l", "cycle=yes", "--wait=true"])?;
+    }
+    let after = wait_for("the node state to be back to its baseline", 30, || {
+        let now = leftovers(&c)?;
+        Ok((now == before).then_some(now))
+    })?;
+    assert_eq!(
+        after, before,
+        "(netns mounts, veths, IPs, pod dirs) back to baseline"
+    );
+    Ok(())
+}
+
+#[test]
+fn host_network_pods_use_the_node_namespace() -> anyhow::Result<()> {
+    let c = Cluster::up_nodes("n-hostnet", 1)?;
+    let node = format!("{}-worker", c.name);
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hn"},
+        "spec": {"nodeName": node, "hostNetwork": true, "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]},
+    });
+    create(&c, &pod.to_string())?;
+    let p = wait_running(&c, "hn")?;
+    let n = get_json(&c, &["get", "node", &node])?;
+    let node_ip = n["status"]["addresses"][0]["address"]
+        .as_str()
+        .context("node ip")?;
+    assert_eq!(
+        p["status"]["podIP"].as_str(),
+        Some(node_ip),
+        "a hostNetwork pod has its node's IP"
+    );
+    assert!(!pod_netns(&c, &p).exists(), "and no namespace of its own");
+    Ok(())
+}
