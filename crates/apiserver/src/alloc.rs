@@ -121,7 +121,7 @@ impl Allocator {
     }
 
     /// Loads what the store says is allocated.
-    pub fn load(&self, store: &store::Store) -> Result<(), store::Error> {
+    pub fn load(&self, store: &dyn store::Backend) -> Result<(), store::Error> {
         let ips = store.list(IP_PREFIX, None, None, None)?;
         let ports = store.list(PORT_PREFIX, None, None, None)?;
         let mut i = self.ips.lock().unwrap_or_else(|e| e.into_inner());

@@ -134,6 +134,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         path: db.clone(),
         source,
     })?;
+    let store: Arc<dyn store::Backend> = Arc::new(store);
     let state = Arc::new(State {
         config,
         store,

@@ -503,7 +503,7 @@ pub async fn create_object(
             }
             Err(store::Error::AlreadyExists { key: k }) => {
                 // A dynamically chosen value was taken meanwhile: choose again.
-                st.alloc.load(&st.store)?;
+                st.alloc.load(st.store.as_ref())?;
                 if attempt < 7 && !user_requested(&obj, &k) {
                     continue;
                 }

@@ -47,7 +47,8 @@ impl Config {
 
 pub struct State {
     pub config: Config,
-    pub store: store::Store,
+    /// The store, behind its trait (SQLite today).
+    pub store: std::sync::Arc<dyn store::Backend>,
     pub alloc: Allocator,
     pub tokens: RwLock<Tokens>,
 }

@@ -21,6 +21,7 @@
 //! The tables are described in `schema.rs`; they are plain SQL meant to carry over to a
 //! PostgreSQL backend.
 
+mod backend;
 mod error;
 mod read;
 mod schema;
@@ -33,6 +34,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{broadcast, oneshot};
 
+pub use backend::{Backend, EventStream, NextFuture, TxnFuture};
 pub use error::Error;
 use read::{load, Shared};
 pub use watch::Watch;
