@@ -8,6 +8,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Test-only tools: vagrant (for `vagrant validate` of vagrant/Vagrantfile).
 if ! command -v vagrant >/dev/null 2>&1; then
   echo "==> installing vagrant (Debian) for the Vagrantfile check"
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant >/dev/null
 fi
 echo "==> the README's first command, as the Vagrant provisioner runs it"

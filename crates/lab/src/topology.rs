@@ -246,13 +246,18 @@ pub fn cluster_links(cluster: &str) -> Vec<String> {
         .collect()
 }
 
+/// Deletes a host link; a link that is already gone is fine (a veth goes by itself when
+/// its peer's namespace is destroyed).
 pub fn delete_link(name: &str) -> Result<(), LabError> {
-    run(
+    match run(
         Command::new("ip").args(["link", "del", name]),
         &format!("deleting link {name}"),
         None,
-    )
-    .map(|_| ())
+    ) {
+        Ok(_) => Ok(()),
+        Err(LabError::Other(msg)) if msg.contains("Cannot find device") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Third octets of 172.29.x.0/24 networks already used on this host.
