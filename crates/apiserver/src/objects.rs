@@ -860,7 +860,6 @@ fn prepare_update(res: &Resource, old: &Value, new: &mut Value, sub: Option<&str
         Some("status") => {
             // Only status changes through /status.
             let status = new.get("status").cloned();
-            let keep_meta_labels = meta::meta(new).cloned();
             *new = old.clone();
             match status {
                 Some(s) => new["status"] = s,
@@ -868,7 +867,6 @@ fn prepare_update(res: &Resource, old: &Value, new: &mut Value, sub: Option<&str
                     new.as_object_mut().map(|o| o.remove("status"));
                 }
             }
-            let _ = keep_meta_labels;
         }
         _ => {
             if res.has_subresource("status") {
