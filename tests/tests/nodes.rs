@@ -276,30 +276,12 @@ fn agent_pid(c: &Cluster, node: &str) -> Option<i32> {
         .map(|(p, _)| p)
 }
 
-/// (pid, argv) of every process of the cluster.
+/// (pid, argv) of every process of the cluster, as `kins down` finds them.
 fn lab_procs(cluster: &str) -> Vec<(i32, Vec<String>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        if argv.first().is_some_and(|a| a.ends_with("kins"))
-            && argv
-                .windows(2)
-                .any(|w| w[0] == "--cluster" && w[1] == cluster)
-        {
-            out.push((pid, argv));
-        }
-    }
-    out
+    lab::procs::find(cluster)
+        .into_iter()
+        .map(|p| (p.pid, p.args))
+        .collect()
 }
 
 fn signal(pid: i32, sig: &str) -> anyhow::Result<()> {

@@ -315,7 +315,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
             }
         }
         let rec = st.containers.get(&c.name).cloned().unwrap_or_default();
-        statuses.push(container_status(c, &uid, &cs, &rec, &policy));
+        statuses.push(container_status(c, &uid, &cs, &rec));
     }
     if changed {
         state::save(&cfg.run_dir, &st)?;
@@ -391,13 +391,7 @@ fn terminated_json(cs: &ContainerState) -> Value {
     }
 }
 
-fn container_status(
-    c: &Container,
-    uid: &str,
-    cs: &ContainerState,
-    rec: &ContainerRecord,
-    policy: &str,
-) -> Value {
+fn container_status(c: &Container, uid: &str, cs: &ContainerState, rec: &ContainerRecord) -> Value {
     let restart_count = rec.attempts.saturating_sub(1);
     let waiting_backoff = rec.not_before != 0;
     let (state, ready, started) = match cs {
@@ -420,10 +414,7 @@ fn container_status(
                 false,
             )
         }
-        other => {
-            let _ = policy;
-            (terminated_json(other), false, false)
-        }
+        other => (terminated_json(other), false, false),
     };
     let mut s = json!({
         "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",

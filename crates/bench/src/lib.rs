@@ -58,24 +58,8 @@ pub fn rss_mib(pid: i32) -> Option<f64> {
 
 /// The pid of a cluster's API server process.
 pub fn apiserver_pid(cluster: &str) -> Option<i32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = raw
-            .split(|b| *b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        if argv.get(1).map(String::as_str) == Some("apiserver")
-            && argv
-                .windows(2)
-                .any(|w| w[0] == "--cluster" && w[1] == cluster)
-        {
-            return Some(pid);
-        }
-    }
-    None
+    lab::procs::find(cluster)
+        .into_iter()
+        .find(|p| p.role == "apiserver")
+        .map(|p| p.pid)
 }

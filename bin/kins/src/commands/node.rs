@@ -133,7 +133,6 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
             up::reload_supervisor(&paths);
             up::wait_nodes(
                 &paths,
-                &cfg,
                 std::slice::from_ref(&entry.name),
                 Duration::from_secs(timeout),
             )?;

@@ -96,13 +96,7 @@ fn tail(log: &Path) -> String {
 }
 
 /// Waits until every node's agent reported its node ready.
-pub fn wait_nodes(
-    paths: &Paths,
-    cfg: &ClusterConfig,
-    nodes: &[String],
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let _ = cfg;
+pub fn wait_nodes(paths: &Paths, nodes: &[String], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let missing: Vec<&String> = nodes
@@ -328,7 +322,7 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     wait_ready(&paths, &cfg, timeout)?;
     let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
-    wait_nodes(&paths, &cfg, &names, timeout)?;
+    wait_nodes(&paths, &names, timeout)?;
     eprintln!(
         "cluster {:?} is up in {:.2}s: API https://127.0.0.1:{}, {} node{}{}, data {}",
         cfg.name,

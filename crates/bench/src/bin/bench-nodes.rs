@@ -64,17 +64,7 @@ fn kernel_objects(cluster: &str) -> anyhow::Result<Vec<(String, usize)>> {
 }
 
 fn lab_procs(cluster: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|raw| {
-            let argv: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-            argv.windows(2)
-                .any(|w| w[0] == b"--cluster" && w[1] == cluster.as_bytes())
-        })
-        .count()
+    lab::procs::find(cluster).len()
 }
 
 /// Watches pods and reports when each first is Running with an IP.
