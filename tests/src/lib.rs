@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context};
 
+pub mod pods;
+
 /// The kins binary under test: $KINS_BIN, else the workspace's release or debug build.
 pub fn kins_bin() -> PathBuf {
     if let Ok(p) = std::env::var("KINS_BIN") {

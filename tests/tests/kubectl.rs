@@ -2805,3 +2805,62 @@ fn bad_input_status_codes() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn create_token_authenticates_kubectl() -> Result<()> {
+    let c = Cluster::up("kc-token")?;
+    let ca = c.apiserver_dir().join("pki").join("ca.crt");
+    let ca = ca.to_string_lossy().into_owned();
+    let url = c.url();
+    each_kubectl(&c, "token", |kc| {
+        // Only the token: no client certificate from the kubeconfig.
+        let with_token = |token: &str, args: &[&str]| -> Result<Output> {
+            let mut a = vec![
+                "--kubeconfig",
+                "/dev/null",
+                "--server",
+                url.as_str(),
+                "--certificate-authority",
+                ca.as_str(),
+                "--token",
+                token,
+            ];
+            a.extend_from_slice(args);
+            kc.run(&a, None)
+        };
+        let token = kc.ok(&["create", "token", "default"])?.trim().to_string();
+        eq(&token.split('.').count(), &3, "a JWT")?;
+        kins_tests::ok(with_token(&token, &["get", "pods"])?).context("get pods with the token")?;
+        let err = kins_tests::fails(with_token("not-a-token", &["get", "pods"])?)?;
+        has(&err, "Unauthorized")?;
+
+        // --duration and --audience reach the claims.
+        let other = kc
+            .ok(&[
+                "create",
+                "token",
+                "default",
+                "--duration",
+                "15m",
+                "--audience",
+                "vault",
+            ])?
+            .trim()
+            .to_string();
+        let err = kins_tests::fails(with_token(&other, &["get", "pods"])?)?;
+        has(&err, "Unauthorized")?;
+        let err = kc.fails(&["create", "token", "default", "--duration", "1m"])?;
+        has(&err, "may not specify a duration less than 10 minutes")?;
+        let err = kc.fails(&["create", "token", "nobody"])?;
+        has(&err, "serviceaccounts \"nobody\" not found")?;
+
+        // Deleting the service account revokes the token.
+        kc.ok(&["create", "serviceaccount", "robot"])?;
+        let robot = kc.ok(&["create", "token", "robot"])?.trim().to_string();
+        kins_tests::ok(with_token(&robot, &["get", "pods"])?).context("robot's token")?;
+        kc.ok(&["delete", "serviceaccount", "robot"])?;
+        let err = kins_tests::fails(with_token(&robot, &["get", "pods"])?)?;
+        has(&err, "Unauthorized")?;
+        Ok(())
+    })
+}

@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Create (or start again) a cluster and wait until its API answers.
     Up(commands::up::Args),
+    /// The chapter's first example: a 2-node cluster, the nginx + curl sidecar pod, its log.
+    Demo(commands::demo::Args),
     /// Stop a cluster and remove everything it made; --purge also deletes its data.
     Down(commands::down::Args),
     /// List clusters and whether they run.
@@ -36,6 +38,8 @@ enum Command {
     Apiserver(commands::apiserver::Args),
     /// A cluster's nodes: ls, add, rm, exec.
     Node(commands::node::Args),
+    /// A cluster's images: load (docker save / OCI archives), ls, rm, build-host.
+    Image(commands::image::Args),
     /// Run a node agent (the kubelet) in the foreground.
     Agent(commands::agent::Args),
     /// Run a cluster's supervisor in the foreground (started by `kins up`).
@@ -55,7 +59,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Up(_) | Command::Down(_) | Command::Status(_) | Command::Kubeconfig(_)
+        Command::Up(_)
+            | Command::Demo(_)
+            | Command::Down(_)
+            | Command::Status(_)
+            | Command::Kubeconfig(_)
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
@@ -66,12 +74,14 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(a) => commands::up::run(&cli.data_dir, a),
+        Command::Demo(a) => commands::demo::run(&cli.data_dir, a),
         Command::Down(a) => commands::down::run(&cli.data_dir, a),
         Command::Status(a) => commands::status::run(&cli.data_dir, a),
         Command::Kubeconfig(a) => commands::kubeconfig::run(&cli.data_dir, a),
         Command::Apiserver(a) => commands::apiserver::run(a),
         Command::Supervise(a) => commands::supervise::run(&cli.data_dir, a),
         Command::Node(a) => commands::node::run(&cli.data_dir, a),
+        Command::Image(a) => commands::image::run(&cli.data_dir, a),
         Command::Agent(a) => commands::agent::run(a),
         Command::Shim(a) => commands::shim::run(a),
         Command::ControllerManager(a) => commands::controller_manager::run(a),

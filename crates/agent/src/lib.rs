@@ -9,11 +9,15 @@
 //! that is the proxy's).
 
 pub mod client;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
+pub mod spec;
 pub mod state;
+pub mod volumes;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -41,6 +45,14 @@ pub struct Config {
     pub kins_exe: PathBuf,
     /// Seconds between lease renewals.
     pub lease_seconds: u64,
+    /// The HTTPS port of the agent's endpoint (container logs), on `node_ip`.
+    pub kubelet_port: u16,
+    /// The cluster's image store, shared by its nodes (/var/lib/kins/<cluster>/images).
+    pub images_dir: PathBuf,
+    /// The cluster DNS service IP written to pods' resolv.conf (kube-dns, 10.96.0.10).
+    pub cluster_dns: String,
+    /// The cluster domain (cluster.local).
+    pub cluster_domain: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +90,13 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let (cidr_tx, cidr_rx) = tokio::sync::watch::channel(None);
     let net = tokio::spawn(network::run(client.clone(), cfg.clone(), cidr_tx));
     let pods = tokio::spawn(pods::run(client.clone(), cfg.clone(), cidr_rx));
+    let endpoint = server::bind(&cfg).await?;
+    let endpoint = tokio::spawn(endpoint.serve());
     tokio::select! {
         r = heartbeat => tracing::error!(?r, "heartbeat loop ended"),
         r = net => tracing::error!(?r, "network loop ended"),
         r = pods => tracing::error!(?r, "pod loop ended"),
+        r = endpoint => tracing::error!(?r, "agent endpoint ended"),
     }
     Err(AgentError::Other("an agent loop ended".into()))
 }

@@ -70,7 +70,7 @@ pub fn status(cfg: &Config) -> Value {
             cond("PIDPressure", "False", "KubeletHasSufficientPID", "kins agent has sufficient PID available"),
             cond("Ready", "True", "KubeletReady", "kins agent is posting ready status"),
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {
             "machineID": read("/etc/machine-id"),
             "systemUUID": read("/etc/machine-id"),

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -21,12 +22,15 @@ use tokio::io::AsyncWriteExt;
 
 use crate::runtime::{ContainerRuntime, ContainerSpec, ContainerState, ShimRuntime};
 use crate::state::{self, ContainerRecord, PodState};
-use crate::{AgentError, Config};
+use crate::{spec, volumes, AgentError, Config};
 
 struct Ctx {
     client: kube::Client,
     cfg: Arc<Config>,
     runtime: Box<dyn ContainerRuntime>,
+    images: Arc<runtime::image::ImageStore>,
+    /// Every Service, kept by a watch (for the service links in containers' environment).
+    services: kube::runtime::reflector::Store<Service>,
     pod_cidr: tokio::sync::watch::Receiver<Option<String>>,
 }
 
@@ -40,9 +44,26 @@ pub async fn run(
     cfg: Arc<Config>,
     pod_cidr: tokio::sync::watch::Receiver<Option<String>>,
 ) {
+    let images = match runtime::image::ImageStore::open(&cfg.images_dir) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, dir = %cfg.images_dir.display(), "opening the image store");
+            return;
+        }
+    };
+    let (services, writer) = kube::runtime::reflector::store();
+    let svc_api: Api<Service> = Api::all(client.clone());
+    tokio::spawn(
+        watcher(svc_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| futures::future::ready(())),
+    );
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         cfg: cfg.clone(),
+        images,
+        services,
         runtime: Box::new(ShimRuntime {
             kins_exe: cfg.kins_exe.clone(),
             cluster: cfg.cluster.clone(),
@@ -119,14 +140,7 @@ async fn run_cni(
     Ok(v)
 }
 
-/// The container's command line, as Kubernetes combines command and args (no image yet:
-/// a container needs a command).
-pub fn argv(c: &Container) -> Option<Vec<String>> {
-    let mut v: Vec<String> = c.command.clone().unwrap_or_default();
-    v.extend(c.args.clone().unwrap_or_default());
-    (!v.is_empty() && !c.command.clone().unwrap_or_default().is_empty()).then_some(v)
-}
-
+/// Posts an event about the pod in the background (events never hold up a pod's start).
 async fn event(ctx: &Ctx, pod: &Pod, ty: &str, reason: &str, message: &str) {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
@@ -140,10 +154,12 @@ async fn event(ctx: &Ctx, pod: &Pod, ty: &str, reason: &str, message: &str) {
         "reportingComponent": "kubelet", "reportingInstance": ctx.cfg.node_name,
         "firstTimestamp": t, "lastTimestamp": t, "count": 1,
     });
-    if let Ok(ev) = serde_json::from_value(ev) {
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            tracing::debug!(error = %e, "posting an event");
-        }
+    if let Ok(ev) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(ev) {
+        tokio::spawn(async move {
+            if let Err(e) = api.create(&PostParams::default(), &ev).await {
+                tracing::debug!(error = %e, "posting an event");
+            }
+        });
     }
 }
 
@@ -231,96 +247,131 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
         }
         state::save(&cfg.run_dir, &st)?;
     }
-    // Containers.
+    // The rest of the sandbox: IPC and UTS namespaces (hostname) and the /etc files.
+    if !st.sandbox_ready {
+        sandbox(&ctx, &pod, &st)?;
+        st.sandbox_ready = true;
+        state::save(&cfg.run_dir, &st)?;
+    }
     let policy = spec
         .restart_policy
         .clone()
         .unwrap_or_else(|| "Always".into());
-    let netns = (!host_network).then(|| state::netns_path(&cfg.run_dir, &uid));
-    let mut statuses = Vec::new();
+    // Volumes, before any container starts.
+    if !st.volumes_ready {
+        match volumes::prepare(&ctx.client, cfg, &pod, &st.ip).await {
+            Ok(_) => {
+                st.volumes_ready = true;
+                st.volume_error.clear();
+                state::save(&cfg.run_dir, &st)?;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if st.volume_error != msg {
+                    event(&ctx, &pod, "Warning", "FailedMount", &msg).await;
+                    st.volume_error = msg;
+                    state::save(&cfg.run_dir, &st)?;
+                }
+                let waiting = |c: &Container| {
+                    json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                        "ready": false, "restartCount": 0, "started": false,
+                        "state": {"waiting": {"reason": "ContainerCreating"}}})
+                };
+                let init: Vec<Value> = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .map(|c| {
+                        let mut v = waiting(c);
+                        v["state"]["waiting"]["reason"] = json!("PodInitializing");
+                        v
+                    })
+                    .collect();
+                let statuses: Vec<Value> = spec.containers.iter().map(waiting).collect();
+                report(&ctx, &pod, &st, &init, &statuses, &policy).await?;
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+        }
+    }
     let mut changed = false;
     let now_s = chrono::Utc::now().timestamp();
-    for c in &spec.containers {
-        let rec = st.containers.entry(c.name.clone()).or_default();
-        let image = c.image.clone().unwrap_or_default();
-        let Some(argv) = argv(c) else {
-            statuses.push(json!({
-                "name": c.name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false,
-                "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "kins runs containers as plain processes until image support lands: set `command`"}},
-            }));
+    // Init containers, one after the other; the app containers once all have succeeded.
+    let init_policy = if policy == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    };
+    let mut init_statuses = Vec::new();
+    let mut initialized = true;
+    for c in spec.init_containers.iter().flatten() {
+        if !initialized {
+            init_statuses.push(
+                json!({"name": c.name, "image": c.image.clone().unwrap_or_default(),
+                "imageID": "", "ready": false, "restartCount": 0, "started": false,
+                "state": {"waiting": {"reason": "PodInitializing"}}}),
+            );
             continue;
-        };
-        if rec.attempts == 0 {
-            rec.attempts = 1;
-            changed = true;
-            start(&ctx, &uid, c, &argv, netns.as_deref(), 1)?;
-            event(
-                &ctx,
-                &pod,
-                "Normal",
-                "Started",
-                &format!("Started container {}", c.name),
-            )
-            .await;
         }
-        let dir = state::container_dir(&cfg.run_dir, &uid, &c.name, rec.attempts);
-        let mut cs = ctx.runtime.state(&dir);
-        // Exited or failed: restart per policy, with back-off.
-        let exit = match &cs {
-            ContainerState::Exited { code, .. } => Some(*code),
-            ContainerState::StartFailed { .. } => Some(128),
-            ContainerState::Lost => Some(137),
-            _ => None,
+        let sidecar = c.restart_policy.as_deref() == Some("Always");
+        let s = drive(
+            &ctx,
+            &pod,
+            &mut st,
+            c,
+            if sidecar { "Always" } else { init_policy },
+            now_s,
+            &mut changed,
+        )
+        .await?;
+        let done = if sidecar {
+            s["state"].get("running").is_some()
+        } else {
+            s["state"]["terminated"]["exitCode"] == 0
         };
-        if let Some(code) = exit {
-            if rec.reported != rec.attempts {
-                rec.reported = rec.attempts;
-                changed = true;
-                match &cs {
-                    ContainerState::StartFailed { message, .. } => {
-                        event(
-                            &ctx,
-                            &pod,
-                            "Warning",
-                            "Failed",
-                            &format!("Error: failed to start container \"{}\": {message}", c.name),
-                        )
-                        .await;
-                    }
-                    _ => {
-                        event(
-                            &ctx,
-                            &pod,
-                            "Normal",
-                            "Exited",
-                            &format!("Container {} exited with code {code}", c.name),
-                        )
-                        .await;
-                    }
-                }
-            }
-            if should_restart(&policy, code) {
-                if rec.not_before == 0 {
-                    rec.backoff = next_backoff(rec.backoff);
-                    rec.not_before = now_s + rec.backoff as i64;
-                    rec.last_state = Some(terminated_json(&cs));
-                    changed = true;
-                } else if now_s >= rec.not_before {
-                    rec.attempts += 1;
-                    rec.not_before = 0;
-                    changed = true;
-                    start(&ctx, &uid, c, &argv, netns.as_deref(), rec.attempts)?;
-                    cs = ContainerState::Starting;
-                }
-            }
+        initialized = done;
+        init_statuses.push(s);
+    }
+    let mut statuses = Vec::new();
+    for c in &spec.containers {
+        if !initialized {
+            statuses.push(
+                json!({"name": c.name, "image": c.image.clone().unwrap_or_default(),
+                "imageID": "", "ready": false, "restartCount": 0, "started": false,
+                "state": {"waiting": {"reason": "PodInitializing"}}}),
+            );
+            continue;
         }
-        let rec = st.containers.get(&c.name).cloned().unwrap_or_default();
-        statuses.push(container_status(c, &uid, &cs, &rec));
+        statuses.push(drive(&ctx, &pod, &mut st, c, &policy, now_s, &mut changed).await?);
     }
     if changed {
         state::save(&cfg.run_dir, &st)?;
     }
-    let status = pod_status(&pod, &st, &statuses, &policy, cfg);
+    report(&ctx, &pod, &st, &init_statuses, &statuses, &policy).await?;
+    // A container that is still starting is looked at again soon, so Running is reported
+    // as soon as its shim says so; otherwise once a second (exits, restarts).
+    let starting = statuses
+        .iter()
+        .chain(init_statuses.iter())
+        .any(|s| s["state"]["waiting"]["reason"] == "ContainerCreating")
+        || init_statuses
+            .iter()
+            .any(|s| s["state"].get("running").is_some());
+    Ok(Action::requeue(if starting {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_secs(1)
+    }))
+}
+
+async fn report(
+    ctx: &Ctx,
+    pod: &Pod,
+    st: &PodState,
+    init: &[Value],
+    statuses: &[Value],
+    policy: &str,
+) -> Result<(), AgentError> {
+    let status = pod_status(pod, st, init, statuses, policy, &ctx.cfg);
     if !same_status(pod.status.as_ref(), &status) {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &st.namespace);
         api.patch_status(
@@ -330,104 +381,673 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
         )
         .await?;
     }
-    // A container that is still starting is looked at again soon, so Running is reported
-    // as soon as its shim says so; otherwise once a second (exits, restarts).
-    let starting = statuses
-        .iter()
-        .any(|s| s["state"]["waiting"]["reason"] == "ContainerCreating");
-    Ok(Action::requeue(if starting {
-        Duration::from_millis(10)
-    } else {
-        Duration::from_secs(1)
-    }))
+    Ok(())
 }
 
-fn start(
-    ctx: &Ctx,
-    uid: &str,
-    c: &Container,
-    argv: &[String],
-    netns: Option<&Path>,
-    attempt: u32,
-) -> Result<(), AgentError> {
+/// The pod's IPC and UTS namespaces (hostname set) and its /etc/hosts, /etc/hostname and
+/// /etc/resolv.conf.
+fn sandbox(ctx: &Ctx, pod: &Pod, st: &PodState) -> Result<(), AgentError> {
     let cfg = &ctx.cfg;
-    let env = c
-        .env
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| Some((e.name, e.value?)))
-        .collect();
-    let spec = ContainerSpec {
-        argv: argv.to_vec(),
-        env,
-        working_dir: c.working_dir.clone(),
-        netns: netns.map(Path::to_path_buf),
-        log: cfg
-            .data_dir
-            .join("logs")
-            .join(uid)
-            .join(format!("{}.{attempt}.log", c.name)),
-        state_dir: state::container_dir(&cfg.run_dir, uid, &c.name, attempt),
+    let dir = state::pod_dir(&cfg.run_dir, &st.uid);
+    std::fs::create_dir_all(&dir).map_err(crate::io(format!("creating {}", dir.display())))?;
+    let hostname = if st.host_network {
+        cfg.node_name.clone()
+    } else {
+        spec::hostname(pod)
     };
-    tracing::info!(pod_uid = %uid, container = %c.name, attempt, "starting container");
-    ctx.runtime.start(&spec)
+    net::create_ipc_uts(&dir.join("ipc"), &dir.join("uts"), &hostname)
+        .map_err(|e| AgentError::Other(format!("pod {}: {e}", st.name)))?;
+    let etc = volumes::pod_data_dir(cfg, &st.uid).join("etc");
+    std::fs::create_dir_all(&etc).map_err(crate::io(format!("creating {}", etc.display())))?;
+    let main = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let upstream = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok();
+    let host_resolv = spec::host_resolv(&main, upstream.as_deref());
+    let dns = spec::DnsSettings {
+        cluster_dns: &cfg.cluster_dns,
+        cluster_domain: &cfg.cluster_domain,
+        host_resolv: &host_resolv,
+    };
+    for (name, text) in [
+        ("hosts", spec::hosts_file(pod, &st.ip)),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", spec::resolv_conf(pod, &dns)),
+    ] {
+        let p = etc.join(name);
+        std::fs::write(&p, text).map_err(crate::io(format!("writing {}", p.display())))?;
+    }
+    Ok(())
 }
 
-fn terminated_json(cs: &ContainerState) -> Value {
+/// Starts, watches and restarts one container; returns its status.
+async fn drive(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    st: &mut PodState,
+    c: &Container,
+    policy: &str,
+    now_s: i64,
+    changed: &mut bool,
+) -> Result<Value, AgentError> {
+    let cfg = &ctx.cfg;
+    let uid = st.uid.clone();
+    let mut rec = st.containers.get(&c.name).cloned().unwrap_or_default();
+    let mut cs = if rec.attempts == 0 {
+        ContainerState::Starting
+    } else {
+        ctx.runtime.state(&state::container_dir(
+            &cfg.run_dir,
+            &uid,
+            &c.name,
+            rec.attempts,
+        ))
+    };
+    let exit = match &cs {
+        ContainerState::Exited { code, .. } => Some(*code),
+        ContainerState::StartFailed { .. } => Some(128),
+        ContainerState::Lost => Some(137),
+        _ => None,
+    };
+    if exit.is_some() && rec.reported != rec.attempts {
+        rec.reported = rec.attempts;
+        *changed = true;
+        match &cs {
+            ContainerState::StartFailed { message, .. } => {
+                let msg = format!("Error: failed to start container \"{}\": {message}", c.name);
+                event(ctx, pod, "Warning", "Failed", &msg).await;
+            }
+            ContainerState::Exited { reason, .. } if reason == "OOMKilled" => {
+                let msg = format!("Container {} was OOM-killed (memory limit reached)", c.name);
+                event(ctx, pod, "Warning", "OOMKilled", &msg).await;
+            }
+            _ => {}
+        }
+    }
+    // Start: the first time, or a restart whose back-off is over.
+    let mut want = rec.attempts == 0;
+    if let Some(code) = exit {
+        if should_restart(policy, code) {
+            if rec.not_before == 0 {
+                rec.backoff = next_backoff(rec.backoff);
+                rec.not_before = now_s + rec.backoff as i64;
+                rec.last_state = Some(terminated_json(&cs, &rec));
+                *changed = true;
+            } else if now_s >= rec.not_before {
+                want = true;
+            }
+        }
+    }
+    if rec.waiting.is_some() && rec.not_before != 0 && now_s < rec.not_before {
+        want = false;
+    }
+    if want {
+        match start(ctx, pod, st, c, rec.attempts + 1).await {
+            Ok(started) => {
+                rec.attempts += 1;
+                rec.not_before = if rec.waiting.is_some() {
+                    0
+                } else {
+                    rec.not_before
+                };
+                if exit.is_some() {
+                    rec.not_before = 0;
+                }
+                rec.waiting = None;
+                rec.id = started.id;
+                rec.image = started.image;
+                rec.image_id = started.image_id;
+                // The shim takes a few milliseconds to start the process: wait for it
+                // here (up to 50 ms), so Running is reported by this very sync.
+                let dir = state::container_dir(&cfg.run_dir, &uid, &c.name, rec.attempts);
+                cs = ContainerState::Starting;
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    cs = ctx.runtime.state(&dir);
+                    if cs != ContainerState::Starting {
+                        break;
+                    }
+                }
+            }
+            Err((reason, message)) => {
+                let first = rec.waiting.as_ref().map(|w| &w.1) != Some(&message);
+                if first {
+                    let ev = if reason == "ErrImagePull" {
+                        format!(
+                            "Failed to pull image \"{}\": {message}",
+                            c.image.clone().unwrap_or_default()
+                        )
+                    } else {
+                        format!("Error: {message}")
+                    };
+                    event(ctx, pod, "Warning", "Failed", &ev).await;
+                    if reason == "ErrImagePull" {
+                        event(ctx, pod, "Warning", "Failed", "Error: ErrImagePull").await;
+                    }
+                }
+                // Image pulls back off like restarts; configuration errors are retried.
+                let pull = reason == "ErrImagePull";
+                rec.backoff = if pull { next_backoff(rec.backoff) } else { 0 };
+                rec.not_before = if pull { now_s + rec.backoff as i64 } else { 0 };
+                let shown = if pull && !first {
+                    "ImagePullBackOff"
+                } else {
+                    reason.as_str()
+                };
+                rec.waiting = Some((shown.to_string(), message));
+            }
+        }
+        *changed = true;
+    }
+    st.containers.insert(c.name.clone(), rec.clone());
+    Ok(container_status(c, &cs, &rec))
+}
+
+/// "host packages: nginx 1.22, libc6 2.36, ..." → "host packages: nginx 1.22 (and 6 more
+/// packages: kins image ls --no-trunc)" so an event stays readable.
+fn short_origin(from: &str) -> String {
+    let mut parts = from.split(", ");
+    let first = parts.next().unwrap_or(from).to_string();
+    match parts.count() {
+        0 => first,
+        n => format!("{first} (and {n} more packages: kins image ls --no-trunc)"),
+    }
+}
+
+/// What a successful start reports.
+struct Started {
+    id: String,
+    image: String,
+    image_id: String,
+}
+
+/// Resolves the image, builds the container's configuration and starts its shim. An
+/// error is (waiting reason, message): ErrImagePull or CreateContainerConfigError.
+async fn start(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    st: &PodState,
+    c: &Container,
+    attempt: u32,
+) -> Result<Started, (String, String)> {
+    let cfg = &ctx.cfg;
+    let image_ref = c.image.clone().unwrap_or_default();
+    let images = ctx.images.clone();
+    let r = image_ref.clone();
+    let t0 = std::time::Instant::now();
+    let img = tokio::task::spawn_blocking(move || images.resolve(&r))
+        .await
+        .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?
+        .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
+    let pulled = match img.built_from.as_deref().map(short_origin) {
+        Some(ref from) if img.built_now => format!(
+            "Built image \"{}\" from {from} in {:.3}s (kins builds a few well-known images from the host's packages; no registry is used)",
+            img.reference,
+            t0.elapsed().as_secs_f64()
+        ),
+        Some(ref from) => format!(
+            "Container image \"{image_ref}\" already present on machine (built from {from})"
+        ),
+        None if img.built_now => format!("Imported image \"{}\"", img.reference),
+        None => format!("Container image \"{image_ref}\" already present on machine"),
+    };
+    event(ctx, pod, "Normal", "Pulled", &pulled).await;
+    let config_err = |m: String| ("CreateContainerConfigError".to_string(), m);
+    let env = container_env(ctx, pod, st, c, &img.config.env)
+        .await
+        .map_err(config_err)?;
+    let defaults = spec::ImageDefaults {
+        entrypoint: img.config.entrypoint.clone(),
+        cmd: img.config.cmd.clone(),
+        env: img.config.env.clone(),
+        working_dir: img.config.working_dir.clone(),
+        user: img.config.user.clone(),
+    };
+    let argv = spec::command_line(c, &defaults, &env);
+    if argv.is_empty() {
+        return Err(config_err(format!(
+            "no command specified: image \"{}\" has no ENTRYPOINT or CMD and the container sets no command",
+            img.reference
+        )));
+    }
+    let passwd = layer_file(&img.layers, "etc/passwd");
+    let group = layer_file(&img.layers, "etc/group");
+    let (uid, gid) = spec::user(pod, c, &img.config.user, &passwd, &group).map_err(config_err)?;
+    let sec = spec::security(c);
+    let (memory_limit, cpu_limit_millis, cpu_request_millis) = spec::resources(c);
+    let id = container_id();
+    let pdir = volumes::pod_data_dir(cfg, &st.uid);
+    let cdir = pdir
+        .join("containers")
+        .join(format!("{}.{attempt}", c.name));
+    // The previous run's writable layer goes: a restarted container starts from the image.
+    if attempt > 1 {
+        let _ = std::fs::remove_dir_all(pdir.join("containers").join(format!(
+            "{}.{}",
+            c.name,
+            attempt - 1
+        )));
+    }
+    let mut mounts = Vec::new();
+    let etc = pdir.join("etc");
+    for (name, dest) in [
+        ("hosts", "/etc/hosts"),
+        ("hostname", "/etc/hostname"),
+        ("resolv.conf", "/etc/resolv.conf"),
+    ] {
+        mounts.push(runtime::container::Mount {
+            source: etc.join(name),
+            destination: dest.into(),
+            read_only: false,
+        });
+    }
+    let term = cdir.join("termination-log");
+    std::fs::create_dir_all(&cdir).map_err(|e| config_err(e.to_string()))?;
+    std::fs::write(&term, b"").map_err(|e| config_err(e.to_string()))?;
+    mounts.push(runtime::container::Mount {
+        source: term,
+        destination: c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into()),
+        read_only: false,
+    });
+    let vols = volume_paths(cfg, pod);
+    for m in c.volume_mounts.iter().flatten() {
+        let Some((path, ro)) = vols.get(&m.name) else {
+            return Err(config_err(format!(
+                "volume \"{}\" not found in the pod",
+                m.name
+            )));
+        };
+        let mut source = path.clone();
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
+                return Err(config_err(format!("invalid subPath {sub:?}")));
+            }
+            source = source.join(sub);
+            if !source.exists() {
+                std::fs::create_dir_all(&source).map_err(|e| config_err(e.to_string()))?;
+            }
+        }
+        mounts.push(runtime::container::Mount {
+            source,
+            destination: m.mount_path.clone(),
+            read_only: *ro || m.read_only == Some(true),
+        });
+    }
+    let run_dir = state::pod_dir(&cfg.run_dir, &st.uid);
+    let config = runtime::container::ContainerConfig {
+        id: id.clone(),
+        argv,
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd: c
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| img.config.working_dir.clone()),
+        uid,
+        gid,
+        supplemental_groups: spec::supplemental_groups(pod),
+        rootfs: Some(runtime::container::RootFs {
+            layers: img.layers.clone(),
+            upper: cdir.join("upper"),
+            work: cdir.join("work"),
+            merged: cdir.join("rootfs"),
+        }),
+        netns: (!st.host_network).then(|| state::netns_path(&cfg.run_dir, &st.uid)),
+        ipcns: Some(run_dir.join("ipc")),
+        utsns: Some(run_dir.join("uts")),
+        pidns: None,
+        mounts,
+        privileged: sec.privileged,
+        cap_add: sec.cap_add,
+        cap_drop: sec.cap_drop,
+        no_new_privs: sec.no_new_privs,
+        read_only_rootfs: sec.read_only_rootfs,
+        cgroup: Some(runtime::container::CgroupConfig {
+            path: format!("kins/{}/{}/{id}", cfg.cluster, st.uid),
+            memory_limit,
+            cpu_limit_millis,
+            cpu_request_millis,
+            pids_limit: None,
+        }),
+        log: runtime::container::LogConfig {
+            path: state::log_path(
+                &cfg.data_dir,
+                &st.namespace,
+                &st.name,
+                &st.uid,
+                &c.name,
+                attempt - 1,
+            ),
+            max_size: 10 << 20,
+            max_files: 5,
+        },
+    };
+    let spec = ContainerSpec {
+        config,
+        state_dir: state::container_dir(&cfg.run_dir, &st.uid, &c.name, attempt),
+    };
+    tracing::info!(pod = %st.name, container = %c.name, attempt, image = %img.reference, "starting container");
+    ctx.runtime
+        .start(&spec)
+        .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+    event(
+        ctx,
+        pod,
+        "Normal",
+        "Created",
+        &format!("Created container {}", c.name),
+    )
+    .await;
+    event(
+        ctx,
+        pod,
+        "Normal",
+        "Started",
+        &format!("Started container {}", c.name),
+    )
+    .await;
+    let repo = img
+        .reference
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(&img.reference);
+    Ok(Started {
+        id,
+        image: img.reference.clone(),
+        image_id: format!("{}@{}", repo.split('@').next().unwrap_or(repo), img.id),
+    })
+}
+
+/// Host paths of the pod's volumes (set up by `volumes::prepare`), with read-only flags.
+fn volume_paths(
+    cfg: &Config,
+    pod: &Pod,
+) -> std::collections::BTreeMap<String, (std::path::PathBuf, bool)> {
+    let uid = pod.uid().unwrap_or_default();
+    let base = volumes::pod_data_dir(cfg, &uid).join("volumes");
+    let mut out = std::collections::BTreeMap::new();
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+    {
+        let (path, ro) = if let Some(h) = &v.host_path {
+            (std::path::PathBuf::from(&h.path), false)
+        } else if v.empty_dir.is_some() {
+            (base.join("kubernetes.io~empty-dir").join(&v.name), false)
+        } else if v.config_map.is_some() {
+            (base.join("kubernetes.io~configmap").join(&v.name), true)
+        } else if v.secret.is_some() {
+            (base.join("kubernetes.io~secret").join(&v.name), true)
+        } else if v.downward_api.is_some() {
+            (base.join("kubernetes.io~downward-api").join(&v.name), true)
+        } else if v.projected.is_some() {
+            (base.join("kubernetes.io~projected").join(&v.name), true)
+        } else {
+            continue;
+        };
+        out.insert(v.name.clone(), (path, ro));
+    }
+    out
+}
+
+/// A file of the image (topmost layer wins), e.g. etc/passwd; "" when absent.
+fn layer_file(layers: &[std::path::PathBuf], rel: &str) -> String {
+    layers
+        .iter()
+        .rev()
+        .find_map(|l| std::fs::read_to_string(l.join(rel)).ok())
+        .unwrap_or_default()
+}
+
+fn container_id() -> String {
+    let mut b = [0u8; 32];
+    for (i, chunk) in b.chunks_mut(16).enumerate() {
+        let v = uuid::Uuid::new_v4().as_u128() ^ (i as u128);
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The container's environment, in order: the image's, HOSTNAME, service links, then
+/// envFrom and env (with valueFrom and `$(VAR)` expansion), later entries winning.
+async fn container_env(
+    ctx: &Ctx,
+    pod: &Pod,
+    st: &PodState,
+    c: &Container,
+    image_env: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    let ns = st.namespace.clone();
+    let mut env: Vec<(String, String)> = image_env
+        .iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let hostname = if st.host_network {
+        ctx.cfg.node_name.clone()
+    } else {
+        spec::hostname(pod)
+    };
+    env.push(("HOSTNAME".into(), hostname));
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    // Like the kubelet, containers start once the service cache is filled.
+    let _ = tokio::time::timeout(Duration::from_secs(5), ctx.services.wait_until_ready()).await;
+    let services: Vec<Service> = ctx
+        .services
+        .state()
+        .iter()
+        .filter(|s| {
+            let sns = s.metadata.namespace.as_deref();
+            sns == Some(ns.as_str())
+                || (sns == Some("default") && s.metadata.name.as_deref() == Some("kubernetes"))
+        })
+        .map(|s| (**s).clone())
+        .collect();
+    env.extend(spec::service_env(&services, &ns, links));
+    let mut cms: std::collections::HashMap<String, Option<ConfigMap>> = Default::default();
+    let mut secrets: std::collections::HashMap<String, Option<Secret>> = Default::default();
+    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let sec_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            let cm = cm_api.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+            match cm {
+                Some(cm) => env.extend(
+                    cm.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}{k}"), v)),
+                ),
+                None if r.optional == Some(true) => {}
+                None => return Err(format!("configmap \"{}\" not found", r.name)),
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            let s = sec_api.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+            match s {
+                Some(s) => env.extend(s.data.unwrap_or_default().into_iter().map(|(k, v)| {
+                    (
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v.0).into_owned(),
+                    )
+                })),
+                None if r.optional == Some(true) => {}
+                None => return Err(format!("secret \"{}\" not found", r.name)),
+            }
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            let vars: std::collections::BTreeMap<&str, &str> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            spec::expand(v, &vars)
+        } else if let Some(from) = &e.value_from {
+            if let Some(f) = &from.field_ref {
+                spec::field_ref(pod, &st.ip, &ctx.cfg.node_ip.to_string(), &f.field_path)?
+            } else if let Some(r) = &from.resource_field_ref {
+                spec::resource_field(c, &r.resource)?
+            } else if let Some(r) = &from.config_map_key_ref {
+                if !cms.contains_key(&r.name) {
+                    let cm = cm_api.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+                    cms.insert(r.name.clone(), cm);
+                }
+                match cms[&r.name]
+                    .as_ref()
+                    .and_then(|cm| cm.data.as_ref()?.get(&r.key).cloned())
+                {
+                    Some(v) => v,
+                    None if r.optional == Some(true) => continue,
+                    None if cms[&r.name].is_none() => {
+                        return Err(format!("configmap \"{}\" not found", r.name))
+                    }
+                    None => {
+                        return Err(format!(
+                            "couldn't find key {} in ConfigMap {ns}/{}",
+                            r.key, r.name
+                        ))
+                    }
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                if !secrets.contains_key(&r.name) {
+                    let s = sec_api.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+                    secrets.insert(r.name.clone(), s);
+                }
+                match secrets[&r.name]
+                    .as_ref()
+                    .and_then(|s| s.data.as_ref()?.get(&r.key).cloned())
+                {
+                    Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                    None if r.optional == Some(true) => continue,
+                    None if secrets[&r.name].is_none() => {
+                        return Err(format!("secret \"{}\" not found", r.name))
+                    }
+                    None => {
+                        return Err(format!(
+                            "couldn't find key {} in Secret {ns}/{}",
+                            r.key, r.name
+                        ))
+                    }
+                }
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        env.retain(|(k, _)| k != &e.name);
+        env.push((e.name.clone(), value));
+    }
+    // Later entries win; keep the first position of each name.
+    let mut seen = std::collections::HashMap::new();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in env {
+        if let Some(&i) = seen.get(&k) {
+            out[i] = (k, v);
+        } else {
+            seen.insert(k.clone(), out.len());
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
+fn terminated_json(cs: &ContainerState, rec: &ContainerRecord) -> Value {
+    let id = format!("kins://{}", rec.id);
     match cs {
         ContainerState::Exited {
             code,
+            reason,
             started_at,
             finished_at,
         } => json!({"terminated": {
-            "exitCode": code, "reason": if *code == 0 { "Completed" } else { "Error" },
-            "startedAt": started_at, "finishedAt": finished_at, "containerID": ""}}),
+            "exitCode": code, "reason": reason,
+            "startedAt": started_at, "finishedAt": finished_at, "containerID": id}}),
         ContainerState::StartFailed { message, at } => json!({"terminated": {
-            "exitCode": 128, "reason": "StartError", "message": message, "finishedAt": at}}),
+            "exitCode": 128, "reason": "StartError", "message": message, "finishedAt": at, "containerID": id}}),
         _ => {
-            json!({"terminated": {"exitCode": 137, "reason": "Error", "message": "the container's shim disappeared"}})
+            json!({"terminated": {"exitCode": 137, "reason": "Error", "message": "the container's shim disappeared", "containerID": id}})
         }
     }
 }
 
-fn container_status(c: &Container, uid: &str, cs: &ContainerState, rec: &ContainerRecord) -> Value {
+fn container_status(c: &Container, cs: &ContainerState, rec: &ContainerRecord) -> Value {
     let restart_count = rec.attempts.saturating_sub(1);
     let waiting_backoff = rec.not_before != 0;
-    let (state, ready, started) = match cs {
-        ContainerState::Running { started_at, .. } => {
-            (json!({"running": {"startedAt": started_at}}), true, true)
-        }
-        ContainerState::Starting => (
-            json!({"waiting": {"reason": "ContainerCreating"}}),
+    let (state, ready, started) = if let Some((reason, message)) = &rec.waiting {
+        (
+            json!({"waiting": {"reason": reason, "message": message}}),
             false,
             false,
-        ),
-        _ if waiting_backoff => {
-            let why = match cs {
-                ContainerState::StartFailed { message, .. } => message.clone(),
-                _ => format!("back-off restarting failed container {} in pod", c.name),
-            };
-            (
-                json!({"waiting": {"reason": if matches!(cs, ContainerState::StartFailed { .. }) { "RunContainerError" } else { "CrashLoopBackOff" }, "message": why}}),
+        )
+    } else {
+        match cs {
+            ContainerState::Running { started_at, .. } => {
+                (json!({"running": {"startedAt": started_at}}), true, true)
+            }
+            ContainerState::Starting => (
+                json!({"waiting": {"reason": "ContainerCreating"}}),
                 false,
                 false,
-            )
+            ),
+            _ if waiting_backoff => {
+                let why = match cs {
+                    ContainerState::StartFailed { message, .. } => message.clone(),
+                    _ => format!(
+                        "back-off {}s restarting failed container={} pod=",
+                        rec.backoff, c.name
+                    ),
+                };
+                (
+                    json!({"waiting": {"reason": if matches!(cs, ContainerState::StartFailed { .. }) { "RunContainerError" } else { "CrashLoopBackOff" }, "message": why}}),
+                    false,
+                    false,
+                )
+            }
+            other => (terminated_json(other, rec), false, false),
         }
-        other => (terminated_json(other), false, false),
     };
     let mut s = json!({
-        "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-        "containerID": format!("kins://{uid}/{}", c.name),
+        "name": c.name,
+        "image": if rec.image.is_empty() { c.image.clone().unwrap_or_default() } else { rec.image.clone() },
+        "imageID": rec.image_id,
         "ready": ready, "started": started, "restartCount": restart_count, "state": state,
     });
+    if !rec.id.is_empty() {
+        s["containerID"] = json!(format!("kins://{}", rec.id));
+    }
     if let Some(last) = &rec.last_state {
         s["lastState"] = last.clone();
     }
     s
 }
 
-fn pod_status(pod: &Pod, st: &PodState, statuses: &[Value], policy: &str, cfg: &Config) -> Value {
+fn pod_status(
+    pod: &Pod,
+    st: &PodState,
+    init: &[Value],
+    statuses: &[Value],
+    policy: &str,
+    cfg: &Config,
+) -> Value {
+    let initialized = init
+        .iter()
+        .all(|s| s["state"]["terminated"]["exitCode"] == 0 || s["state"].get("running").is_some());
+    let init_failed = policy == "Never"
+        && init.iter().any(|s| {
+            s["state"]["terminated"]["exitCode"]
+                .as_i64()
+                .is_some_and(|c| c != 0)
+        });
     let running = statuses
         .iter()
         .filter(|s| s["state"].get("running").is_some())
@@ -438,7 +1058,11 @@ fn pod_status(pod: &Pod, st: &PodState, statuses: &[Value], policy: &str, cfg: &
         .collect();
     let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s["ready"] == true);
     let all_done = !statuses.is_empty() && terminated.len() == statuses.len();
-    let phase = if all_done && policy == "Never" {
+    let phase = if init_failed {
+        "Failed"
+    } else if !initialized {
+        "Pending"
+    } else if all_done && policy == "Never" {
         if terminated.iter().all(|c| *c == 0) {
             "Succeeded"
         } else {
@@ -473,18 +1097,25 @@ fn pod_status(pod: &Pod, st: &PodState, statuses: &[Value], policy: &str, cfg: &
         if !ok && (ty == "Ready" || ty == "ContainersReady") {
             c["reason"] = json!("ContainersNotReady");
         }
+        if !ok && ty == "Initialized" {
+            c["reason"] = json!("ContainersNotInitialized");
+        }
         c
     };
-    json!({
+    let mut v = json!({
         "phase": phase,
-        "conditions": [cond("PodReadyToStartContainers", !st.ip.is_empty()), cond("Initialized", true), cond("Ready", all_ready), cond("ContainersReady", all_ready), cond("PodScheduled", true)],
+        "conditions": [cond("PodReadyToStartContainers", !st.ip.is_empty()), cond("Initialized", initialized), cond("Ready", all_ready), cond("ContainersReady", all_ready), cond("PodScheduled", true)],
         "hostIP": cfg.node_ip.to_string(),
         "hostIPs": [{"ip": cfg.node_ip.to_string()}],
         "podIP": st.ip,
         "podIPs": [{"ip": st.ip}],
         "startTime": st.start_time,
         "containerStatuses": statuses,
-    })
+    });
+    if !init.is_empty() {
+        v["initContainerStatuses"] = json!(init);
+    }
+    v
 }
 
 /// Whether the reported status already says what we would patch (so nothing is written).
@@ -511,6 +1142,7 @@ fn same_status(old: Option<&k8s_openapi::api::core::v1::PodStatus>, new: &Value)
         "podIP",
         "hostIP",
         "containerStatuses",
+        "initContainerStatuses",
         "conditions",
     ]
     .iter()
@@ -557,6 +1189,27 @@ async fn teardown(ctx: &Ctx, uid: &str, grace: Duration) {
             tracing::warn!(pod_uid = %uid, error = %e, "deleting the pod netns");
         }
     }
+    for ns in ["ipc", "uts"] {
+        if let Err(e) = net::delete_netns(&dir.join(ns)) {
+            tracing::warn!(pod_uid = %uid, error = %e, "deleting the pod's {ns} namespace");
+        }
+    }
+    if let Err(e) = runtime::container::cgroup::remove_tree(&format!("kins/{}/{uid}", cfg.cluster))
+    {
+        tracing::warn!(pod_uid = %uid, error = %e, "removing the pod's cgroups");
+    }
+    let _ = std::fs::remove_dir_all(volumes::pod_data_dir(cfg, uid));
+    // The pod's logs go with it, as with the kubelet.
+    if let Ok(rd) = std::fs::read_dir(cfg.data_dir.join("logs")) {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("_{uid}"))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     tracing::info!(pod_uid = %uid, "pod torn down");
 }
@@ -567,12 +1220,18 @@ async fn sweep_orphans(ctx: Arc<Ctx>) {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let lp = ListParams::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
+        // Only pods set up before the list was asked for can be orphans: a pod created
+        // since is missing from the list without being gone.
+        let listed_at = std::time::SystemTime::now() - Duration::from_secs(1);
         let Ok(list) = pods.list(&lp).await else {
             continue;
         };
         let live: HashSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
         for uid in state::all(&ctx.cfg.run_dir) {
-            if !live.contains(&uid) {
+            let made = std::fs::metadata(state::pod_dir(&ctx.cfg.run_dir, &uid))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            if !live.contains(&uid) && made < listed_at {
                 tracing::info!(pod_uid = %uid, "tearing down a pod whose object is gone");
                 teardown(&ctx, &uid, Duration::from_secs(2)).await;
             }
@@ -585,18 +1244,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn command_and_args() {
-        let c: Container = serde_json::from_value(
-            json!({"name": "a", "command": ["sh", "-c"], "args": ["echo hi"]}),
-        )
-        .expect("container");
-        assert_eq!(
-            argv(&c),
-            Some(vec!["sh".into(), "-c".into(), "echo hi".into()])
-        );
-        let c: Container =
-            serde_json::from_value(json!({"name": "a", "args": ["x"]})).expect("container");
-        assert_eq!(argv(&c), None, "args alone need an image entrypoint");
+    fn restart_policy_and_backoff() {
         assert!(
             should_restart("Always", 0)
                 && should_restart("OnFailure", 1)

@@ -1,25 +1,21 @@
-//! Launching containers. Until images arrive, a container is a plain process inside the
-//! pod's network namespace, started by a per-container shim (`kins shim`) that owns the
-//! process and its output and records its pid and exit code in files, so that containers
-//! outlive the agent and no exit code is lost. The `ContainerRuntime` trait is the seam
-//! where isolated containers plug in.
+//! Launching containers. Each container runs under a per-container shim (`kins shim`)
+//! that makes it an isolated container from its image (see the `runtime` crate), owns the
+//! process and its output, and records its pid, exit code and reason in files, so that
+//! containers outlive the agent and no exit code is lost. The `ContainerRuntime` trait is
+//! the seam the pod loop uses (a fake in unit tests).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use runtime::container::ContainerConfig;
+
 use crate::{io, AgentError};
 
-/// What to run.
+/// What to run: the container's configuration and the shim's state directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSpec {
-    pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<String>,
-    /// Network namespace to run in (None: the node's).
-    pub netns: Option<PathBuf>,
-    /// Where stdout and stderr go.
-    pub log: PathBuf,
-    /// The shim's state directory (pid, started, exit, error files).
+    pub config: ContainerConfig,
+    /// The shim's state directory (config.json, pid, started, exit, reason, error files).
     pub state_dir: PathBuf,
 }
 
@@ -34,6 +30,8 @@ pub enum ContainerState {
     },
     Exited {
         code: i32,
+        /// Completed, Error or OOMKilled.
+        reason: String,
         started_at: String,
         finished_at: String,
     },
@@ -75,6 +73,18 @@ fn alive(pid: i32) -> bool {
             .is_some_and(|r| r.trim_start().starts_with('Z'))
 }
 
+fn exited(dir: &Path, code: &str, started_at: String) -> ContainerState {
+    let code = code.parse().unwrap_or(-1);
+    let reason = read(&dir.join("reason"))
+        .unwrap_or_else(|| if code == 0 { "Completed" } else { "Error" }.to_string());
+    ContainerState::Exited {
+        code,
+        reason,
+        started_at,
+        finished_at: read(&dir.join("finished")).unwrap_or_default(),
+    }
+}
+
 /// Reads the state files a shim writes.
 pub fn read_state(dir: &Path) -> ContainerState {
     if let Some(msg) = read(&dir.join("error")) {
@@ -85,11 +95,7 @@ pub fn read_state(dir: &Path) -> ContainerState {
     }
     let started = read(&dir.join("started")).unwrap_or_default();
     if let Some(code) = read(&dir.join("exit")) {
-        return ContainerState::Exited {
-            code: code.parse().unwrap_or(-1),
-            started_at: started,
-            finished_at: read(&dir.join("finished")).unwrap_or_default(),
-        };
+        return exited(dir, &code, started);
     }
     match read(&dir.join("pid")).and_then(|p| p.parse::<i32>().ok()) {
         Some(pid) if alive(pid) => ContainerState::Running {
@@ -102,11 +108,7 @@ pub fn read_state(dir: &Path) -> ContainerState {
             if shim.is_some_and(alive) {
                 ContainerState::Starting
             } else if let Some(code) = read(&dir.join("exit")) {
-                ContainerState::Exited {
-                    code: code.parse().unwrap_or(-1),
-                    started_at: started,
-                    finished_at: read(&dir.join("finished")).unwrap_or_default(),
-                }
+                exited(dir, &code, started)
             } else {
                 ContainerState::Lost
             }
@@ -126,24 +128,18 @@ impl ContainerRuntime for ShimRuntime {
     fn start(&self, spec: &ContainerSpec) -> Result<(), AgentError> {
         std::fs::create_dir_all(&spec.state_dir)
             .map_err(io(format!("creating {}", spec.state_dir.display())))?;
-        if let Some(parent) = spec.log.parent() {
+        if let Some(parent) = spec.config.log.path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(io(format!("creating {}", parent.display())))?;
         }
+        let config_path = spec.state_dir.join("config.json");
+        let text = serde_json::to_vec_pretty(&spec.config)
+            .map_err(|e| AgentError::Other(format!("container config: {e}")))?;
+        std::fs::write(&config_path, text)
+            .map_err(io(format!("writing {}", config_path.display())))?;
         let mut cmd = std::process::Command::new(&self.kins_exe);
         cmd.args(["shim", "--cluster", &self.cluster, "--node", &self.node]);
         cmd.arg("--state-dir").arg(&spec.state_dir);
-        cmd.arg("--log").arg(&spec.log);
-        if let Some(ns) = &spec.netns {
-            cmd.arg("--netns").arg(ns);
-        }
-        if let Some(wd) = &spec.working_dir {
-            cmd.arg("--workdir").arg(wd);
-        }
-        for (k, v) in &spec.env {
-            cmd.arg("--env").arg(format!("{k}={v}"));
-        }
-        cmd.arg("--").args(&spec.argv);
         use std::os::unix::process::CommandExt;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

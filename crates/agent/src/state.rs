@@ -24,6 +24,15 @@ pub struct PodState {
     pub host_network: bool,
     pub start_time: String,
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// The pod's IPC/UTS namespaces and /etc files exist.
+    #[serde(default)]
+    pub sandbox_ready: bool,
+    /// Every volume was set up.
+    #[serde(default)]
+    pub volumes_ready: bool,
+    /// The last FailedMount message posted (posted again only when it changes).
+    #[serde(default)]
+    pub volume_error: String,
 }
 
 /// Restart bookkeeping of one container.
@@ -40,6 +49,18 @@ pub struct ContainerRecord {
     pub backoff: u64,
     /// The attempt whose end was already reported (events are posted once).
     pub reported: u32,
+    /// The id of the current run (kins://<id>).
+    #[serde(default)]
+    pub id: String,
+    /// The normalized image reference and image id of the current run.
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub image_id: String,
+    /// Why the container cannot be started now: (reason, message), e.g.
+    /// ("ErrImagePull", ...) or ("CreateContainerConfigError", ...).
+    #[serde(default)]
+    pub waiting: Option<(String, String)>,
 }
 
 pub fn pod_dir(run_dir: &Path, uid: &str) -> PathBuf {
@@ -55,6 +76,28 @@ pub fn container_dir(run_dir: &Path, uid: &str, name: &str, attempt: u32) -> Pat
     pod_dir(run_dir, uid)
         .join("containers")
         .join(format!("{name}.{attempt}"))
+}
+
+/// A pod's log directory, laid out as the kubelet does:
+/// `<data_dir>/logs/<namespace>_<name>_<uid>/<container>/<restartCount>.log`.
+pub fn pod_log_dir(data_dir: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
+    data_dir
+        .join("logs")
+        .join(format!("{namespace}_{name}_{uid}"))
+}
+
+/// The CRI log file of one run of a container (restart_count = attempt - 1).
+pub fn log_path(
+    data_dir: &Path,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    container: &str,
+    restart_count: u32,
+) -> PathBuf {
+    pod_log_dir(data_dir, namespace, name, uid)
+        .join(container)
+        .join(format!("{restart_count}.log"))
 }
 
 pub fn load(run_dir: &Path, uid: &str) -> Option<PodState> {

@@ -159,7 +159,7 @@ pub static RESOURCES: &[Resource] = &[
         "serviceaccount",
         true,
         &["sa"],
-        NONE,
+        &["token"],
         NONE
     ),
     res!(

@@ -1,10 +1,124 @@
-//! Authentication: client certificates signed by the cluster CA, or bearer tokens from the
-//! static token file. Authorization is "authenticated means allowed" for now.
+//! Authentication: client certificates signed by the cluster CA, bearer tokens from the
+//! static token file, or service-account tokens (JWTs signed by `satoken`). Authorization
+//! is "authenticated means allowed" for now.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use axum::http::{header, HeaderMap};
 use rustls::pki_types::CertificateDer;
+use serde::Deserialize;
+
+use crate::satoken::ObjectRef;
+use crate::state::State;
+
+/// How long a token outlives the deletion of its service account or bound object while
+/// that object is still terminating, as Kubernetes.
+const DELETION_GRACE_SECONDS: i64 = 60;
+
+/// Who made the request: the client certificate's subject, else the bearer token's
+/// owner (static tokens first, then service-account tokens). `None` means 401.
+pub fn authenticate(st: &State, peer: Option<&PeerIdentity>, headers: &HeaderMap) -> Option<User> {
+    if let Some(user) = peer.and_then(|p| p.0.clone()) {
+        return Some(user);
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    if token.is_empty() {
+        return None;
+    }
+    if let Some(user) = st
+        .tokens
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .lookup(token)
+    {
+        return Some(user.clone());
+    }
+    if token.bytes().filter(|&b| b == b'.').count() == 2 {
+        return service_account_user(st, token, chrono::Utc::now().timestamp());
+    }
+    None
+}
+
+/// The user of a service-account token: valid signature, issuer, audience and time, and
+/// the service account (and the object the token is bound to) still there with its uid.
+fn service_account_user(st: &State, token: &str, now: i64) -> Option<User> {
+    let claims = match st.sa_keys.verify(token, now) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "service-account token rejected");
+            return None;
+        }
+    };
+    let k = &claims.kubernetes;
+    let ns = k.namespace.as_str();
+    let name = claims.user_name();
+    if claims.sub != name {
+        return None;
+    }
+    alive(st, "serviceaccounts", Some(ns), &k.serviceaccount, now)?;
+    if let Some(pod) = &k.pod {
+        alive(st, "pods", Some(ns), pod, now)?;
+    } else if let Some(secret) = &k.secret {
+        alive(st, "secrets", Some(ns), secret, now)?;
+    } else if let Some(node) = &k.node {
+        alive(st, "nodes", None, node, now)?;
+    }
+    Some(User {
+        name,
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".into(),
+        ],
+    })
+}
+
+#[derive(Deserialize)]
+struct Head {
+    metadata: HeadMeta,
+}
+
+#[derive(Deserialize)]
+struct HeadMeta {
+    #[serde(default)]
+    uid: String,
+    #[serde(default, rename = "deletionTimestamp")]
+    deletion_timestamp: Option<String>,
+}
+
+/// Whether the object a token names exists with the same uid and is not long deleted.
+fn alive(st: &State, plural: &str, ns: Option<&str>, r: &ObjectRef, now: i64) -> Option<()> {
+    let res = api::lookup("", "v1", plural)?;
+    let kv = match st.store.get(&res.key(ns, &r.name)) {
+        Ok(Some(kv)) => kv,
+        Ok(None) => {
+            tracing::debug!(resource = plural, name = %r.name, "token's object is gone");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a token's object");
+            return None;
+        }
+    };
+    let head: Head = serde_json::from_slice(&kv.value).ok()?;
+    if head.metadata.uid != r.uid {
+        tracing::debug!(resource = plural, name = %r.name, "token's object was recreated");
+        return None;
+    }
+    if let Some(ts) = head.metadata.deletion_timestamp {
+        let deleted = chrono::DateTime::parse_from_rfc3339(&ts).ok()?.timestamp();
+        if deleted + DELETION_GRACE_SECONDS < now {
+            return None;
+        }
+    }
+    Some(())
+}
 
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +204,18 @@ impl Tokens {
     }
 }
 
-/// Paths served without authentication, as kube-apiserver's default RBAC allows.
+/// Paths served without authentication, as kube-apiserver's default RBAC allows (and the
+/// service-account issuer's discovery documents).
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
-        || path.starts_with("/healthz/")
+    matches!(
+        path,
+        "/healthz"
+            | "/livez"
+            | "/readyz"
+            | "/version"
+            | "/.well-known/openid-configuration"
+            | "/openid/v1/jwks"
+    ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }

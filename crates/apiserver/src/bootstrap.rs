@@ -1,6 +1,6 @@
 //! What a new cluster has before anyone asks: the four namespaces, their default
-//! ServiceAccounts, and the `kubernetes` Service with Endpoints and an EndpointSlice
-//! pointing at this API server.
+//! ServiceAccounts and `kube-root-ca.crt` ConfigMaps, and the `kubernetes` Service with
+//! Endpoints and an EndpointSlice pointing at this API server.
 
 use api::meta;
 use serde_json::{json, Value};
@@ -34,11 +34,21 @@ async fn ensure(
 }
 
 /// Makes sure the namespace has its `default` ServiceAccount (the service account
-/// controller's job in Kubernetes). Failures are logged: the namespace exists either way.
-pub async fn ensure_default_service_account(st: &State, ns: &str) {
+/// controller's job in Kubernetes) and the `kube-root-ca.crt` ConfigMap with the cluster
+/// CA (the root-CA publisher's). Failures are logged: the namespace exists either way.
+pub async fn ensure_namespace_objects(st: &State, ns: &str) {
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
     if let Err(e) = ensure(st, res("serviceaccounts", ""), Some(ns), sa).await {
         tracing::warn!(namespace = ns, error = %e, "could not create the default service account");
+    }
+    let ca = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": api::admission::ROOT_CA_CONFIGMAP,
+                     "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+        "data": {"ca.crt": st.ca_pem},
+    });
+    if let Err(e) = ensure(st, res("configmaps", ""), Some(ns), ca).await {
+        tracing::warn!(namespace = ns, error = %e, "could not publish the root CA");
     }
 }
 
@@ -95,7 +105,7 @@ pub async fn bootstrap(st: &State) -> Result<(), ApiError> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}});
         ensure(st, res("namespaces", ""), None, obj).await?;
-        ensure_default_service_account(st, ns).await;
+        ensure_namespace_objects(st, ns).await;
     }
     let svc = json!({
         "apiVersion": "v1", "kind": "Service",

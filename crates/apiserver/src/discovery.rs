@@ -48,7 +48,7 @@ fn platform() -> String {
 fn sub_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "status" | "scale" => &["get", "patch", "update"],
-        "binding" => &["create"],
+        "binding" | "token" => &["create"],
         "log" => &["get"],
         "finalize" => &["update"],
         _ => &["get"],
@@ -59,6 +59,7 @@ fn sub_kind(r: &Resource, sub: &str) -> (&'static str, &'static str, &'static st
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
         _ => ("", "", r.kind),
     }
 }

@@ -11,8 +11,11 @@ pub mod discovery;
 pub mod lifecycle;
 pub mod objects;
 pub mod pki;
+mod podlogs;
 pub mod request;
+pub mod satoken;
 pub mod server;
+pub mod serviceaccounts;
 pub mod state;
 pub mod status;
 pub mod watch;
@@ -36,6 +39,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Token(#[from] satoken::TokenError),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
     #[error("bootstrap: {0}")]
@@ -135,11 +140,21 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let store: Arc<dyn store::Backend> = Arc::new(store);
+    let sa_keys = satoken::TokenKeys::from_pkcs8_pem(
+        &pki.service_account_key()?,
+        &serviceaccounts::issuer(&config.cluster_domain),
+    )?;
+    let kubelet_cert = pki.client(podlogs::KUBELET_CLIENT_CN, &["system:masters"])?;
+    let kubelet_client = podlogs::kubelet_client(&kubelet_cert.cert_pem, &kubelet_cert.key_pem)
+        .map_err(server::ServeError::Tls)?;
     let state = Arc::new(State {
         config,
         store,
         alloc: allocator,
         tokens: RwLock::new(tokens),
+        kubelet_client,
+        sa_keys,
+        ca_pem: pki.ca_cert_pem.clone(),
     });
     bootstrap::bootstrap(&state)
         .await

@@ -222,7 +222,7 @@ fn field_validation(req: &Req, obj: &Value) -> Result<Vec<String>, ApiError> {
     Ok(msgs)
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::thread_rng();
@@ -437,6 +437,7 @@ pub async fn create(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
     if req.target.name.is_some() {
         return match req.target.subresource.as_deref() {
             Some("binding") => bind(st, &req).await,
+            Some("token") => crate::serviceaccounts::create_token(st, &req).await,
             _ => Err(ApiError::method_not_allowed(
                 "the server does not allow this method on the requested resource",
             )),
@@ -467,6 +468,9 @@ pub async fn create_object(
     prepare_create(res, &mut obj, ns);
     merge_string_data(res, &mut obj);
     api::defaults::apply_defaults(res, &mut obj);
+    if res.group.is_empty() && res.kind == "Pod" {
+        crate::serviceaccounts::admit_pod(st, ns, &mut obj)?;
+    }
     let generate = meta::meta_str(&obj, "generateName").to_string();
     let generated = meta::name(&obj).is_empty() && !generate.is_empty();
     for attempt in 0..8 {
@@ -514,7 +518,7 @@ pub async fn create_object(
         st.alloc.committed(&old_held, &held);
         let out = decode(&kvs[0])?;
         if res.kind == "Namespace" {
-            crate::bootstrap::ensure_default_service_account(st, &name).await;
+            crate::bootstrap::ensure_namespace_objects(st, &name).await;
         }
         return Ok(out);
     }
@@ -574,20 +578,10 @@ pub async fn get(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
     match req.target.subresource.as_deref() {
         None | Some("status") => Ok(render_one(&req, &obj)),
         Some("scale") => Ok(json_response(StatusCode::OK, &scale_of(res, &obj), &[])),
-        Some("log") => Err(pod_log_unavailable(&obj)),
+        Some("log") => crate::podlogs::get(st, &req, &obj).await,
         Some(other) => Err(ApiError::method_not_allowed(format!(
             "GET is not supported on {other}"
         ))),
-    }
-}
-
-fn pod_log_unavailable(pod: &Value) -> ApiError {
-    let name = meta::name(pod);
-    match pod["spec"]["nodeName"].as_str() {
-        None | Some("") => ApiError::bad_request(format!("pod {name} does not have a host assigned")),
-        Some(node) => ApiError::unavailable(format!(
-            "logs of pod {name} are served by the agent of node {node}, and no agent is serving that node"
-        )),
     }
 }
 

@@ -174,6 +174,19 @@ impl Pki {
         self.issue(params)
     }
 
+    /// The service-account token signing key (PKCS#8 PEM, ECDSA P-256), made once and
+    /// kept under `sa.key`, with its public half in `sa.pub`.
+    pub fn service_account_key(&self) -> Result<String, PkiError> {
+        let key_path = self.dir.join("sa.key");
+        if key_path.exists() {
+            return read(&key_path);
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        write(&self.dir.join("sa.pub"), &key.public_key_pem(), false)?;
+        write(&key_path, &key.serialize_pem(), true)?;
+        Ok(key.serialize_pem())
+    }
+
     /// The admin client certificate, made once and kept under `admin.crt`/`admin.key`.
     pub fn admin(&self) -> Result<CertPair, PkiError> {
         let cert_path = self.dir.join("admin.crt");
@@ -212,6 +225,9 @@ mod tests {
             )
             .expect("serving");
         assert_ne!(a.cert_pem, c.cert_pem, "new SANs reissue it");
+        let sa = pki.service_account_key().expect("sa key");
+        assert_eq!(sa, pki.service_account_key().expect("sa key"));
+        assert!(dir.path().join("sa.pub").exists());
         let admin = pki.admin().expect("admin");
         assert_eq!(admin.cert_pem, pki.admin().expect("admin").cert_pem);
     }

@@ -133,28 +133,7 @@ fn text(code: StatusCode, body: &'static str) -> Response {
 }
 
 fn authenticated(req: &Request, st: &State) -> bool {
-    if req
-        .extensions()
-        .get::<PeerIdentity>()
-        .is_some_and(|p| p.0.is_some())
-    {
-        return true;
-    }
-    let Some(auth) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) else {
-        return false;
-    };
-    st.tokens
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .lookup(token)
-        .is_some()
+    crate::auth::authenticate(st, req.extensions().get::<PeerIdentity>(), req.headers()).is_some()
 }
 
 async fn dispatch(
@@ -187,6 +166,9 @@ async fn route(st: Arc<State>, req: Request) -> Result<Response, ApiError> {
         "/healthz" | "/livez" | "/readyz" => return Ok(text(StatusCode::OK, "ok")),
         "/version" => return Ok(json_ok(&discovery::version())),
         _ => {}
+    }
+    if let Some(doc) = crate::serviceaccounts::discovery_document(&st, &path) {
+        return Ok(json_ok(&doc));
     }
     if is_public(&path) {
         return Ok(text(StatusCode::OK, "ok"));

@@ -51,4 +51,10 @@ pub struct State {
     pub store: std::sync::Arc<dyn store::Backend>,
     pub alloc: Allocator,
     pub tokens: RwLock<Tokens>,
+    /// Talks to the agents' endpoints (pods/log) with the kubelet client certificate.
+    pub kubelet_client: reqwest::Client,
+    /// Signs and checks service-account tokens.
+    pub sa_keys: crate::satoken::TokenKeys,
+    /// The cluster CA (PEM), published in every namespace as `kube-root-ca.crt`.
+    pub ca_pem: String,
 }

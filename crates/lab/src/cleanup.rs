@@ -1,7 +1,7 @@
 //! Removing everything a cluster made on this host, by name alone: its processes (by
 //! `--cluster <name>` and by the namespaces they run in), namespace files and other mounts
 //! under its run dir, its host links (by alias or bridge name), its host nftables table,
-//! and the run dir itself. Used by `kins down`, and by `kins up` before it makes a cluster
+//! its container cgroups (`kins/<name>`), and the run dir itself. Used by `kins down`, and by `kins up` before it makes a cluster
 //! whose name still has leftovers.
 
 use std::time::Duration;
@@ -18,17 +18,24 @@ pub struct Removed {
 }
 
 pub fn everything(paths: &Paths, grace: Duration) -> Result<Removed, LabError> {
+    // The control plane and agents first (so nothing restarts or starts containers),
+    // then the containers at once (this is a teardown, not a graceful pod deletion):
+    // found by the namespace they run in and by their cgroups, so also when their shims
+    // were killed; then the shims, which end by themselves once their container is gone.
     let mut r = Removed {
-        processes: crate::procs::stop_all(&paths.name, grace),
+        processes: crate::procs::stop_matching(&paths.name, grace, |p| p.role != "shim"),
         ..Removed::default()
     };
-    // Containers whose shims were killed are found by the namespace they run in.
-    r.processes +=
-        crate::procs::kill_in_netns(&topology::mounts_under(&paths.run), Duration::from_secs(2));
+    r.processes += crate::procs::kill_in_netns(&topology::mounts_under(&paths.run), Duration::ZERO);
+    let mut errors = Vec::new();
+    if let Err(e) = runtime::container::cgroup::remove_tree(&format!("kins/{}", paths.name)) {
+        errors.push(e.to_string());
+    }
+    runtime::container::cgroup::remove_empty("kins");
+    r.processes += crate::procs::stop_all(&paths.name, Duration::from_secs(1));
     // Namespace files and any other mount under the run dir (routes, nftables tables and
     // pod veths live inside the node namespaces and go with them).
     r.mounts = topology::unmount_all(&paths.run);
-    let mut errors = Vec::new();
     for l in topology::cluster_links(&paths.name) {
         match topology::delete_link(&l) {
             Ok(()) => r.links += 1,

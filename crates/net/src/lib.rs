@@ -23,7 +23,9 @@ mod types;
 pub use error::{Error, Result};
 pub use fake::FakeNet;
 pub use ipnet::Ipv4Net;
-pub use netns::{create_netns, delete_netns, enter_netns, netns_exists, run_in_netns};
+pub use netns::{
+    create_ipc_uts, create_netns, delete_netns, enter_netns, netns_exists, run_in_netns,
+};
 pub use rtnet::RtNet;
 pub use types::{Link, Mac, Route, RouteKind};
 

@@ -62,6 +62,53 @@ pub fn create_netns(path: &Path) -> Result<()> {
     made
 }
 
+/// Creates a pod's IPC and UTS namespaces (its containers join them) with `hostname`
+/// set, mounted on `ipc` and `uts`, the way [`create_netns`] does: on a dedicated thread,
+/// without forking. Existing mounts are kept (idempotent after an agent restart).
+pub fn create_ipc_uts(ipc: &Path, uts: &Path, hostname: &str) -> Result<()> {
+    if netns_exists(ipc) && netns_exists(uts) {
+        return Ok(());
+    }
+    for p in [ipc, uts] {
+        let _ = delete_netns(p);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .map_err(netns_err(p, "create file"))?;
+    }
+    let made = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("kins-podns-new".into())
+            .spawn_scoped(s, || -> Result<()> {
+                unshare(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+                    .map_err(|e| netns_err(uts, "unshare")(io_of(e)))?;
+                nix::unistd::sethostname(hostname)
+                    .map_err(|e| netns_err(uts, "sethostname")(io_of(e)))?;
+                for (p, ns) in [(ipc, "ipc"), (uts, "uts")] {
+                    mount(
+                        Some(format!("/proc/thread-self/ns/{ns}").as_str()),
+                        p,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|e| netns_err(p, "bind mount")(io_of(e)))?;
+                }
+                Ok(())
+            })
+            .map_err(netns_err(uts, "spawn thread"))?
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    });
+    if made.is_err() {
+        let _ = delete_netns(ipc);
+        let _ = delete_netns(uts);
+    }
+    made
+}
+
 /// Unmounts and removes a namespace file. Idempotent: a missing or unmounted file is
 /// fine. The namespace itself goes away when nothing else holds it (no process inside,
 /// no other mount, no open file).

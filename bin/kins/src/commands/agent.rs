@@ -2,7 +2,7 @@
 //! namespace (`--netns`, entered before any thread starts); on a real host it runs as is.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
@@ -41,6 +41,17 @@ pub struct Args {
     /// Seconds between lease renewals.
     #[arg(long, default_value_t = 10)]
     pub lease_seconds: u64,
+    /// The HTTPS port of the agent's endpoint (container logs), like the kubelet's.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// The cluster's image store (default /var/lib/kins/<cluster>/images).
+    #[arg(long)]
+    pub images_dir: Option<PathBuf>,
+    /// The cluster DNS service IP pods resolve with (dnsPolicy ClusterFirst).
+    #[arg(long, default_value = "10.96.0.10")]
+    pub cluster_dns: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 /// The first global IPv4 address of the current network namespace.
@@ -87,6 +98,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(ip) => ip,
         None => detect_ip()?,
     };
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(lab::cluster::DEFAULT_DATA_BASE)
+            .join(&args.cluster)
+            .join("nodes")
+            .join(&args.node_name)
+    });
+    // The cluster's data directory holds the nodes' directories and the shared images.
+    let images_dir = args.images_dir.clone().unwrap_or_else(|| {
+        data_dir
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/var/lib/kins"))
+            .join("images")
+    });
     let cfg = agent::Config {
         run_dir: args.run_dir.clone().unwrap_or_else(|| {
             PathBuf::from(lab::cluster::RUN_BASE)
@@ -94,12 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .join("nodes")
                 .join(&args.node_name)
         }),
-        data_dir: args.data_dir.clone().unwrap_or_else(|| {
-            PathBuf::from(lab::cluster::DEFAULT_DATA_BASE)
-                .join(&args.cluster)
-                .join("nodes")
-                .join(&args.node_name)
-        }),
+        data_dir,
         cluster: args.cluster,
         node_name: args.node_name,
         server: args.server,
@@ -109,6 +129,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr,
         kins_exe: std::env::current_exe().context("locating the kins binary")?,
         lease_seconds: args.lease_seconds,
+        kubelet_port: args.kubelet_port,
+        images_dir,
+        cluster_dns: args.cluster_dns.clone(),
+        cluster_domain: args.cluster_domain.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

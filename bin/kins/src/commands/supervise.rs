@@ -96,6 +96,8 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
                     s(&paths.run.join("nodes").join(&n.name)),
                     "--data-dir".into(),
                     s(&paths.data.join("nodes").join(&n.name)),
+                    "--images-dir".into(),
+                    s(&paths.data.join("images")),
                 ],
                 log: paths.logs().join(format!("agent-{}.log", n.name)),
             });

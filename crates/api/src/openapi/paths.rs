@@ -532,6 +532,36 @@ fn resource_paths(catalog: &Catalog, r: &'static Resource) -> Vec<PathItem> {
                     }],
                 });
             }
+            "token" => {
+                let Some(request) =
+                    catalog.definition("authentication.k8s.io", "v1", "TokenRequest")
+                else {
+                    continue;
+                };
+                let request_gvk = Gvk {
+                    group: "authentication.k8s.io",
+                    version: "v1",
+                    kind: "TokenRequest",
+                };
+                items.push(PathItem {
+                    path,
+                    params: object_params("TokenRequest"),
+                    ops: vec![Operation {
+                        query: write_params(),
+                        body: Some(Body::Object(request.to_string())),
+                        answer: Answer::Object(request.to_string()),
+                        codes: &[200, 201, 202],
+                        ..op(
+                            "post",
+                            "create",
+                            &suffix,
+                            format!("create token of a {kind}"),
+                            "post",
+                            request_gvk,
+                        )
+                    }],
+                });
+            }
             "finalize" => {
                 items.push(PathItem {
                     path,

@@ -23,6 +23,7 @@ pub(super) static KINDS: &[(&str, &str, &Message)] = &[
     ("networking.k8s.io/v1", "NetworkPolicy", &NETWORKING_V1_NETWORK_POLICY),
     ("coordination.k8s.io/v1", "Lease", &COORDINATION_V1_LEASE),
     ("autoscaling/v1", "Scale", &AUTOSCALING_V1_SCALE),
+    ("authentication.k8s.io/v1", "TokenRequest", &AUTHENTICATION_V1_TOKEN_REQUEST),
     ("*", "DeleteOptions", &META_V1_DELETE_OPTIONS),
 ];
 
@@ -2274,6 +2275,42 @@ pub(super) static AUTOSCALING_V1_SCALE_STATUS: Message = Message {
     fields: &[
         Field { tag: 1, json: "replicas", ty: Ty::Int32, card: Card::Optional },
         Field { tag: 2, json: "selector", ty: Ty::String, card: Card::OmitZero },
+    ],
+};
+
+pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST: Message = Message {
+    name: "k8s.io.api.authentication.v1.TokenRequest",
+    fields: &[
+        Field { tag: 1, json: "metadata", ty: Ty::Message(&META_V1_OBJECT_META), card: Card::Optional },
+        Field { tag: 2, json: "spec", ty: Ty::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_SPEC), card: Card::Optional },
+        Field { tag: 3, json: "status", ty: Ty::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_STATUS), card: Card::Optional },
+    ],
+};
+
+pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: Message = Message {
+    name: "k8s.io.api.authentication.v1.TokenRequestSpec",
+    fields: &[
+        Field { tag: 1, json: "audiences", ty: Ty::String, card: Card::Repeated },
+        Field { tag: 3, json: "boundObjectRef", ty: Ty::Message(&AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE), card: Card::Optional },
+        Field { tag: 4, json: "expirationSeconds", ty: Ty::Int64, card: Card::Optional },
+    ],
+};
+
+pub(super) static AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE: Message = Message {
+    name: "k8s.io.api.authentication.v1.BoundObjectReference",
+    fields: &[
+        Field { tag: 1, json: "kind", ty: Ty::String, card: Card::OmitZero },
+        Field { tag: 2, json: "apiVersion", ty: Ty::String, card: Card::OmitZero },
+        Field { tag: 3, json: "name", ty: Ty::String, card: Card::OmitZero },
+        Field { tag: 4, json: "uid", ty: Ty::String, card: Card::OmitZero },
+    ],
+};
+
+pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: Message = Message {
+    name: "k8s.io.api.authentication.v1.TokenRequestStatus",
+    fields: &[
+        Field { tag: 1, json: "token", ty: Ty::String, card: Card::OmitZero },
+        Field { tag: 2, json: "expirationTimestamp", ty: Ty::Time, card: Card::Optional },
     ],
 };
 

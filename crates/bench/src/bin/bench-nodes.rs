@@ -54,13 +54,30 @@ fn kernel_objects(cluster: &str) -> anyhow::Result<Vec<(String, usize)>> {
             .count();
     }
     let procs = lab_procs(cluster);
+    // Container cgroups (any hierarchy that has the cluster's tree) and pod data dirs.
+    let cgroups: usize = std::fs::read_dir("/sys/fs/cgroup")?
+        .flatten()
+        .map(|h| count_dirs(&h.path().join("kins").join(cluster)))
+        .sum();
     Ok(vec![
+        ("container cgroups (all hierarchies)".into(), cgroups),
         ("mounts (node and pod netns)".into(), mounts),
         ("veths in node namespaces".into(), veths),
         ("allocated pod IPs".into(), ips),
         ("pod state dirs".into(), pod_dirs),
         ("kins processes".into(), procs),
     ])
+}
+
+/// Directories under `dir`, recursively (0 when it does not exist).
+fn count_dirs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| 1 + count_dirs(&e.path()))
+        .sum()
 }
 
 fn lab_procs(cluster: &str) -> usize {
@@ -199,6 +216,17 @@ async fn startup(
     Ok(lat)
 }
 
+/// A field of a process's memory summary in KiB (0 when it is gone): "Rss", "Pss"
+/// (shared pages divided among the processes sharing them), "Private_Dirty".
+fn mem_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cycles: usize = std::env::args()
@@ -227,7 +255,14 @@ async fn main() -> anyhow::Result<()> {
     let base = cluster.url();
     let baseline = kernel_objects(&cluster.name)?;
 
-    // 2. Pod startup, one at a time and as a burst of 100.
+    // 2. Pod startup, one at a time and as a burst of 100. The busybox image is built
+    // from host packages on first use: one warm-up pod first, measured on its own.
+    let warm = startup(&c, &base, &["warm-up".to_string()], false).await?;
+    delete_all(&c, &base).await?;
+    println!(
+        "pods: first pod, busybox image built from host packages on the way: {:.1} ms",
+        warm.first().copied().unwrap_or(0.0)
+    );
     let names: Vec<String> = (0..100).map(|i| format!("seq-{i:03}")).collect();
     let seq = startup(&c, &base, &names, false).await?;
     delete_all(&c, &base).await?;
@@ -244,6 +279,26 @@ async fn main() -> anyhow::Result<()> {
         percentile(&burst, 50.0),
         percentile(&burst, 99.0),
         t.elapsed().as_secs_f64()
+    );
+    let procs = lab::procs::find(&cluster.name);
+    let median = |role: &str, field: &str| {
+        let mut v: Vec<f64> = procs
+            .iter()
+            .filter(|p| p.role == role)
+            .map(|p| mem_kib(p.pid, field) as f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    println!(
+        "memory with 100 pods running (median per process, KiB): agent RSS {:.0}, PSS {:.0}, private dirty {:.0}; shim ({} of them) RSS {:.0}, PSS {:.0}, private dirty {:.0}",
+        median("agent", "Rss"),
+        median("agent", "Pss"),
+        median("agent", "Private_Dirty"),
+        procs.iter().filter(|p| p.role == "shim").count(),
+        median("shim", "Rss"),
+        median("shim", "Pss"),
+        median("shim", "Private_Dirty"),
     );
     delete_all(&c, &base).await?;
 

@@ -1,0 +1,255 @@
+//! Mutating admission that needs no IO: Kubernetes' ServiceAccount admission plugin, which
+//! mounts a projected service-account token volume into every container of a new pod.
+//!
+//! The caller looks the ServiceAccount up (and refuses the pod when it is missing) and
+//! chooses the random volume-name suffix; this module only rewrites the pod.
+
+use serde_json::{json, Map, Value};
+
+/// Where the token, the cluster CA and the namespace appear inside containers.
+pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Prefix of the projected volume's name (`kube-api-access-<5 chars>`).
+pub const TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
+
+/// The ConfigMap holding the cluster CA (`ca.crt`) in every namespace.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+
+/// The token lifetime the kubelet asks for: one hour plus seven seconds, as Kubernetes.
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 3607;
+
+/// Annotation of static (mirror) pods, which the plugin leaves alone.
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// The ServiceAccount a pod runs as ("default" when the pod names none).
+pub fn service_account_name(pod: &Value) -> &str {
+    let spec = &pod["spec"];
+    spec["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .or_else(|| spec["serviceAccount"].as_str().filter(|s| !s.is_empty()))
+        .unwrap_or("default")
+}
+
+/// Whether admission applies at all: mirror pods are not admitted this way.
+pub fn is_mirror_pod(pod: &Value) -> bool {
+    pod["metadata"]["annotations"]
+        .get(MIRROR_ANNOTATION)
+        .is_some()
+}
+
+/// Whether the token is mounted: the pod's `automountServiceAccountToken` wins, then the
+/// ServiceAccount's, and the default is yes.
+pub fn should_automount(pod: &Value, service_account: &Value) -> bool {
+    pod["spec"]["automountServiceAccountToken"]
+        .as_bool()
+        .or_else(|| service_account["automountServiceAccountToken"].as_bool())
+        .unwrap_or(true)
+}
+
+/// The projected volume Kubernetes adds, fully defaulted.
+pub fn token_volume(name: &str) -> Value {
+    json!({
+        "name": name,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}},
+                {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+            "defaultMode": 420,
+        },
+    })
+}
+
+/// Applies the ServiceAccount admission to a pod being created: sets
+/// `serviceAccountName`/`serviceAccount` and, unless automounting is off, adds the
+/// `kube-api-access-<suffix>` volume and mounts it read-only at
+/// [`SERVICE_ACCOUNT_MOUNT_PATH`] in every init container and container that has no mount
+/// there yet. An existing `kube-api-access-*` volume is reused.
+pub fn admit_pod(pod: &mut Value, service_account: &Value, suffix: &str) {
+    if is_mirror_pod(pod) {
+        return;
+    }
+    let sa = service_account_name(pod).to_string();
+    let automount = should_automount(pod, service_account);
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert("serviceAccountName".into(), json!(sa));
+    spec.insert("serviceAccount".into(), json!(sa));
+    if !automount {
+        return;
+    }
+    let existing = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .find(|n| n.starts_with(TOKEN_VOLUME_PREFIX))
+        .map(str::to_string);
+    let volume_name = existing
+        .clone()
+        .unwrap_or_else(|| format!("{TOKEN_VOLUME_PREFIX}{suffix}"));
+    let mount =
+        json!({"name": volume_name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH});
+    let mut needs_volume = false;
+    for field in ["initContainers", "containers"] {
+        let Some(containers) = spec.get_mut(field).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            if add_mount(c, &mount) {
+                needs_volume = true;
+            }
+        }
+    }
+    if existing.is_none() && needs_volume {
+        let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+        if let Some(v) = volumes.as_array_mut() {
+            v.push(token_volume(&volume_name));
+        } else {
+            *volumes = json!([token_volume(&volume_name)]);
+        }
+    }
+}
+
+/// Appends `mount` to a container unless something is mounted at its path already.
+fn add_mount(container: &mut Map<String, Value>, mount: &Value) -> bool {
+    let mounts = container.entry("volumeMounts").or_insert_with(|| json!([]));
+    if !mounts.is_array() {
+        *mounts = json!([]);
+    }
+    let Some(mounts) = mounts.as_array_mut() else {
+        return false;
+    };
+    if mounts
+        .iter()
+        .any(|m| m["mountPath"].as_str() == Some(SERVICE_ACCOUNT_MOUNT_PATH))
+    {
+        return false;
+    }
+    mounts.push(mount.clone());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNT: &str = SERVICE_ACCOUNT_MOUNT_PATH;
+
+    /// Admits `pod` with `sa` and suffix "abcde"; returns the resulting spec.
+    fn check(pod: Value, sa: Value) -> Value {
+        let mut pod = pod;
+        admit_pod(&mut pod, &sa, "abcde");
+        pod["spec"].clone()
+    }
+
+    fn token_mount(name: &str) -> Value {
+        json!({"name": name, "readOnly": true, "mountPath": MOUNT})
+    }
+
+    #[test]
+    fn admission_table() {
+        let sa = json!({"metadata": {"name": "default"}});
+        let vol = token_volume("kube-api-access-abcde");
+        let m = token_mount("kube-api-access-abcde");
+        let cases: Vec<(&str, Value, Value, Value)> = vec![
+            (
+                "plain pod gets the volume and the mount",
+                json!({"spec": {"containers": [{"name": "c"}]}}),
+                sa.clone(),
+                json!({"serviceAccountName": "default", "serviceAccount": "default",
+                       "containers": [{"name": "c", "volumeMounts": [m]}], "volumes": [vol]}),
+            ),
+            (
+                "init containers too, existing mounts and volumes kept",
+                json!({"spec": {"serviceAccountName": "builder",
+                       "initContainers": [{"name": "i", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                       "containers": [{"name": "c"}], "volumes": [{"name": "data", "emptyDir": {}}]}}),
+                sa.clone(),
+                json!({"serviceAccountName": "builder", "serviceAccount": "builder",
+                       "initContainers": [{"name": "i", "volumeMounts": [{"name": "data", "mountPath": "/data"}, m]}],
+                       "containers": [{"name": "c", "volumeMounts": [m]}],
+                       "volumes": [{"name": "data", "emptyDir": {}}, vol]}),
+            ),
+            (
+                "automount false on the pod",
+                json!({"spec": {"automountServiceAccountToken": false, "containers": [{"name": "c"}]}}),
+                json!({"automountServiceAccountToken": true}),
+                json!({"automountServiceAccountToken": false, "serviceAccountName": "default",
+                       "serviceAccount": "default", "containers": [{"name": "c"}]}),
+            ),
+            (
+                "automount false on the service account",
+                json!({"spec": {"containers": [{"name": "c"}]}}),
+                json!({"automountServiceAccountToken": false}),
+                json!({"serviceAccountName": "default", "serviceAccount": "default", "containers": [{"name": "c"}]}),
+            ),
+            (
+                "the pod's true overrides the service account's false",
+                json!({"spec": {"automountServiceAccountToken": true, "containers": [{"name": "c"}]}}),
+                json!({"automountServiceAccountToken": false}),
+                json!({"automountServiceAccountToken": true, "serviceAccountName": "default", "serviceAccount": "default",
+                       "containers": [{"name": "c", "volumeMounts": [m]}], "volumes": [vol]}),
+            ),
+            (
+                "a container with its own mount at the path is left alone",
+                json!({"spec": {"containers": [
+                    {"name": "a", "volumeMounts": [{"name": "mine", "mountPath": MOUNT}]},
+                    {"name": "b"}]}}),
+                sa.clone(),
+                json!({"serviceAccountName": "default", "serviceAccount": "default", "containers": [
+                    {"name": "a", "volumeMounts": [{"name": "mine", "mountPath": MOUNT}]},
+                    {"name": "b", "volumeMounts": [m]}], "volumes": [vol]}),
+            ),
+            (
+                "no volume when every container mounts the path itself",
+                json!({"spec": {"containers": [{"name": "a", "volumeMounts": [{"name": "mine", "mountPath": MOUNT}]}]}}),
+                sa.clone(),
+                json!({"serviceAccountName": "default", "serviceAccount": "default",
+                       "containers": [{"name": "a", "volumeMounts": [{"name": "mine", "mountPath": MOUNT}]}]}),
+            ),
+            (
+                "an existing kube-api-access volume is reused",
+                json!({"spec": {"containers": [{"name": "c"}], "volumes": [token_volume("kube-api-access-old12")]}}),
+                sa.clone(),
+                json!({"serviceAccountName": "default", "serviceAccount": "default",
+                       "containers": [{"name": "c", "volumeMounts": [token_mount("kube-api-access-old12")]}],
+                       "volumes": [token_volume("kube-api-access-old12")]}),
+            ),
+            (
+                "legacy serviceAccount field is honoured",
+                json!({"spec": {"serviceAccount": "legacy", "automountServiceAccountToken": false, "containers": []}}),
+                sa.clone(),
+                json!({"serviceAccount": "legacy", "serviceAccountName": "legacy",
+                       "automountServiceAccountToken": false, "containers": []}),
+            ),
+        ];
+        for (what, pod, sa, want) in cases {
+            assert_eq!(check(pod, sa), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn mirror_pods_are_not_admitted() {
+        let pod = json!({"metadata": {"annotations": {MIRROR_ANNOTATION: "x"}}, "spec": {"containers": [{"name": "c"}]}});
+        assert_eq!(check(pod.clone(), json!({})), pod["spec"]);
+    }
+
+    #[test]
+    fn projected_volume_matches_kubernetes() {
+        let v = token_volume("kube-api-access-x");
+        let sources = &v["projected"]["sources"];
+        assert_eq!(sources[0]["serviceAccountToken"]["expirationSeconds"], 3607);
+        assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+        assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+        assert_eq!(
+            sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+            "metadata.namespace"
+        );
+        assert_eq!(v["projected"]["defaultMode"], 420);
+    }
+}

@@ -1,0 +1,330 @@
+//! The shim: owns one container process from fork to exit. Single-threaded (it forks).
+//!
+//! State files in the state directory, each written atomically (temp file + rename),
+//! times as `%Y-%m-%dT%H:%M:%SZ` (UTC):
+//! - `started`, then `pid` (the container's pid on the host) once the command is exec'd;
+//! - at exit `finished`, `reason` (`Completed`, `OOMKilled` or `Error`), then `exit` (the
+//!   exit code, or 128 + the signal number);
+//! - when the container could not start: `finished`, then `error` (the message, in Go's or
+//!   runc's wording: `exec: "nope": executable file not found in $PATH`).
+//!
+//! (`shim.pid` is written by the agent.)
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use super::cgroup::{self, AnyManager, Manager};
+use super::child::{self, ChildFds, ChildPlan};
+use super::{caps, errno_text, mounts, sys, ContainerConfig, RuntimeError};
+use crate::logs::{CriLogWriter, Stream};
+
+/// How long output is still collected after the container's process exited, when
+/// something else (a daemonized grandchild) keeps its stdout or stderr open.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// The time format of the state files.
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Writes `dir/name` atomically.
+pub fn put(dir: &Path, name: &str, value: &str) -> Result<(), RuntimeError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, value).map_err(|error| RuntimeError::Io {
+        what: "writing",
+        path: tmp.clone(),
+        error,
+    })?;
+    let dest = dir.join(name);
+    std::fs::rename(&tmp, &dest).map_err(|error| RuntimeError::Io {
+        what: "writing",
+        path: dest,
+        error,
+    })
+}
+
+/// Runs the container described by `cfg` to its end, recording its life in `state_dir`.
+/// A container that cannot start is not an error of the shim: it is recorded in the
+/// `error` file (and the log) and `run` returns Ok.
+pub fn run(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RuntimeError> {
+    std::fs::create_dir_all(state_dir).map_err(|error| RuntimeError::Io {
+        what: "creating",
+        path: state_dir.to_path_buf(),
+        error,
+    })?;
+    // The agent signals the container, never the shim; a terminal's ^C must not stop it.
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        sys::set_ignored(sig, true).map_err(|errno| RuntimeError::Sys {
+            what: format!("ignoring {sig}"),
+            errno,
+        })?;
+    }
+    let mut log = match CriLogWriter::open(&cfg.log) {
+        Ok(l) => l,
+        Err(e) => {
+            put(state_dir, "finished", &now())?;
+            put(state_dir, "error", &e.to_string())?;
+            return Err(e);
+        }
+    };
+    let cgroup = cfg.cgroup.as_ref().map(|c| cgroup::detect(&c.path));
+    let result = start(cfg, cgroup.as_ref());
+    let outcome = match result {
+        Err(message) => {
+            tracing::warn!(container = %cfg.id, %message, "container did not start");
+            let _ = log.message(Stream::Stderr, &message);
+            put(state_dir, "finished", &now())?;
+            put(state_dir, "error", &message)
+        }
+        Ok(started) => {
+            put(state_dir, "started", &now())?;
+            put(state_dir, "pid", &started.pid.to_string())?;
+            let status = pump(&started, &mut log);
+            let code = match status {
+                WaitStatus::Exited(_, code) => code,
+                WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+                _ => 128,
+            };
+            let reason = if cgroup.as_ref().is_some_and(|c| c.oom_killed()) {
+                "OOMKilled"
+            } else if code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
+            put(state_dir, "finished", &now())?;
+            put(state_dir, "reason", reason)?;
+            put(state_dir, "exit", &code.to_string())
+        }
+    };
+    if let Some(c) = &cgroup {
+        if let Err(e) = c.remove() {
+            tracing::warn!(container = %cfg.id, error = %e, "removing the cgroup");
+        }
+    }
+    outcome
+}
+
+/// A container whose command was exec'd.
+struct Started {
+    pid: Pid,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {}", errno_text(e)))
+}
+
+/// Makes the cgroup, forks the container and waits until it exec'd (or failed to).
+fn start(cfg: &ContainerConfig, cgroup: Option<&AnyManager>) -> Result<Started, String> {
+    if cfg.argv.is_empty() {
+        return Err("no command given".into());
+    }
+    let steps = mounts::plan_mounts(cfg).map_err(|e| e.to_string())?;
+    let caps = if cfg.privileged {
+        None
+    } else {
+        Some(caps::container_set(&cfg.cap_add, &cfg.cap_drop).map_err(|e| e.to_string())?)
+    };
+    if let (Some(m), Some(c)) = (cgroup, &cfg.cgroup) {
+        m.apply(c)
+            .map_err(|e| format!("creating the cgroup: {e}"))?;
+    }
+    match &cfg.pidns {
+        None => nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+            .map_err(|e| format!("creating the PID namespace: {}", errno_text(e)))?,
+        Some(p) => {
+            let f = std::fs::File::open(p)
+                .map_err(|e| format!("opening {}: {}", p.display(), super::io_text(&e)))?;
+            nix::sched::setns(&f, CloneFlags::CLONE_NEWPID).map_err(|e| {
+                format!(
+                    "joining the PID namespace {}: {}",
+                    p.display(),
+                    errno_text(e)
+                )
+            })?;
+        }
+    }
+    let stdin = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("opening /dev/null: {}", errno_text(e)))?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (sync_r, sync_w) = pipe()?;
+    let (report_r, report_w) = pipe()?;
+
+    match sys::fork().map_err(|e| format!("fork: {}", errno_text(e)))? {
+        ForkResult::Child => {
+            drop((out_r, err_r, sync_w, report_r));
+            let plan = ChildPlan {
+                steps: &steps,
+                caps,
+            };
+            let fds = ChildFds {
+                sync: sync_r,
+                stdin,
+                stdout: out_w,
+                stderr: err_w,
+            };
+            let message = child::exec(cfg, &plan, fds);
+            let _ = write_all(&report_w, message.as_bytes());
+            sys::exit_now(1)
+        }
+        ForkResult::Parent { child } => {
+            drop((stdin, out_w, err_w, sync_r, report_w));
+            let placed = match (cgroup, &cfg.cgroup) {
+                (Some(m), Some(_)) => m.add_task(child.as_raw()),
+                _ => Ok(()),
+            };
+            if let Err(e) = placed {
+                // Closing the sync pipe unwritten makes the child give up.
+                drop(sync_w);
+                let _ = waitpid(child, None);
+                return Err(format!("adding the container to its cgroup: {e}"));
+            }
+            if let Err(e) = write_all(&sync_w, b"1") {
+                let _ = waitpid(child, None);
+                return Err(format!("starting the container: {}", errno_text(e)));
+            }
+            drop(sync_w);
+            let report = read_to_end(&report_r);
+            if !report.is_empty() {
+                let _ = waitpid(child, None);
+                return Err(String::from_utf8_lossy(&report).into_owned());
+            }
+            Ok(Started {
+                pid: child,
+                stdout: out_r,
+                stderr: err_r,
+            })
+        }
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn read_to_end(fd: &OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) => {}
+            Err(_) => return out,
+        }
+    }
+}
+
+/// Copies the container's output into the log until both pipes are closed and the
+/// process has exited (or, after its exit, until `DRAIN_AFTER_EXIT` passes without the
+/// pipes closing: a grandchild holding them must not delay the exit being recorded).
+fn pump(c: &Started, log: &mut CriLogWriter) -> WaitStatus {
+    let pidfd = sys::pidfd_open(c.pid).ok();
+    let mut open = [Some(c.stdout.as_fd()), Some(c.stderr.as_fd())];
+    let streams = [Stream::Stdout, Stream::Stderr];
+    let mut status: Option<WaitStatus> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if status.is_none() {
+            match waitpid(c.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    status = Some(s);
+                    exited_at = Some(Instant::now());
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // ECHILD: nothing to wait for any more.
+                    status = Some(WaitStatus::Exited(c.pid, 128));
+                    exited_at = Some(Instant::now());
+                }
+            }
+        }
+        let drained = open.iter().all(Option::is_none);
+        if let Some(s) = status {
+            let late = exited_at.is_some_and(|t| t.elapsed() >= DRAIN_AFTER_EXIT);
+            if drained || late {
+                for s in streams {
+                    let _ = log.finish(s);
+                }
+                return s;
+            }
+        }
+        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+        let mut which: Vec<usize> = Vec::with_capacity(3);
+        for (i, fd) in open.iter().enumerate() {
+            if let Some(fd) = fd {
+                fds.push(PollFd::new(*fd, PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        if status.is_none() {
+            if let Some(p) = &pidfd {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let timeout = match (status, &pidfd) {
+            (Some(_), _) => PollTimeout::from(50u16),
+            // An incomplete line is written as a partial record after 100 ms of quiet.
+            (None, _) if log.has_pending() => PollTimeout::from(100u16),
+            (None, Some(_)) => PollTimeout::from(1000u16),
+            (None, None) => PollTimeout::from(100u16),
+        };
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(which.iter().copied().chain(std::iter::repeat(usize::MAX)))
+            .filter(|(fd, i)| *i != usize::MAX && fd.any().unwrap_or(false))
+            .map(|(_, i)| i)
+            .collect();
+        drop(fds);
+        if ready.is_empty() && log.has_pending() {
+            if let Err(e) = log.flush_partial() {
+                tracing::warn!(error = %e, "writing the container log");
+            }
+        }
+        for i in ready {
+            let Some(fd) = open[i] else { continue };
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => {
+                    open[i] = None;
+                    let _ = log.finish(streams[i]);
+                }
+                Ok(n) => {
+                    if let Err(e) = log.write(streams[i], &buf[..n]) {
+                        tracing::warn!(error = %e, "writing the container log");
+                    }
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(_) => open[i] = None,
+            }
+        }
+    }
+}
