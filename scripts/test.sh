@@ -27,7 +27,7 @@ done
 KINS_KUBECTLS="$(printf '%s\n' "${kubectls[@]}" | sort -u | paste -sd:)"
 export KINS_KUBECTLS
 echo "kubectl binaries under test: $KINS_KUBECTLS"
-cargo test --workspace --release --locked 2>&1 | tee /tmp/kins-test.log
+cargo test --workspace --release --locked --no-fail-fast 2>&1 | tee /tmp/kins-test.log
 # One closing line over every test binary (cargo prints one summary per binary).
 passed=$(grep -E '^test result: ' /tmp/kins-test.log | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result: ' /tmp/kins-test.log | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')

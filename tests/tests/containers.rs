@@ -753,3 +753,37 @@ fn bad_input_never_leaves_a_pod_half_made() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn share_process_namespace_puts_the_pods_containers_in_one_pid_namespace() -> Result<()> {
+    let c = Cluster::up_nodes("ct-pidns", 1)?;
+    create(
+        &c,
+        &pod(
+            "shared",
+            json!({"shareProcessNamespace": true, "terminationGracePeriodSeconds": 2, "containers": [
+                {"name": "sleeper", "image": "busybox", "command": ["sleep", "3600"]},
+                {"name": "looker", "image": "busybox", "command": ["sh", "-c", "while true; do ps -o pid,args > /tmp/ps; sleep 0.2; done"]},
+            ]}),
+        ),
+    )?;
+    let p = wait_running(&c, "shared")?;
+    let ps = wait_for("the other container's process in ps", 30, || {
+        let out = exec(&c, &p, "looker", &["cat", "/tmp/ps"]).unwrap_or_default();
+        Ok(out.contains("sleep 3600").then_some(out))
+    })?;
+    // PID 1 is the pod's pause process, not a container.
+    ensure!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("pause")),
+        "{ps}"
+    );
+    kubectl(&c, &["delete", "pod", "shared", "--wait=true"])?;
+    ensure!(
+        !lab::procs::find("ct-pidns")
+            .iter()
+            .any(|p| p.role == "pause" || p.role == "shim"),
+        "the pause process or a shim outlived the pod"
+    );
+    Ok(())
+}

@@ -50,6 +50,9 @@ enum Command {
     /// The built-in CNI plugin (kins-bridge): CNI_COMMAND and friends in the environment.
     #[command(hide = true)]
     Cni(commands::cni::Args),
+    /// The first process of a pod's shared PID namespace (started by the agent).
+    #[command(hide = true)]
+    Pause(commands::pause::Args),
     /// Own one container process (started by the agent).
     #[command(hide = true)]
     Shim(commands::shim::Args),
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Image(a) => commands::image::run(&cli.data_dir, a),
         Command::Agent(a) => commands::agent::run(a),
         Command::Shim(a) => commands::shim::run(a),
+        Command::Pause(a) => commands::pause::run(a),
         Command::ControllerManager(a) => commands::controller_manager::run(a),
         Command::Cni(a) => commands::cni::run(a),
     };

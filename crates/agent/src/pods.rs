@@ -293,6 +293,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
             }
         }
     }
+    if spec.share_process_namespace == Some(true) {
+        start_pause(&ctx, &st)?;
+    }
     let mut changed = false;
     let now_s = chrono::Utc::now().timestamp();
     // Init containers, one after the other; the app containers once all have succeeded.
@@ -675,6 +678,16 @@ async fn start(
         });
     }
     let run_dir = state::pod_dir(&cfg.run_dir, &st.uid);
+    let pidns = if pod.spec.as_ref().and_then(|s| s.share_process_namespace) == Some(true) {
+        Some(pause_pidns(ctx, &st.uid).await.ok_or_else(|| {
+            (
+                "RunContainerError".to_string(),
+                "the pod's shared process namespace is not ready".to_string(),
+            )
+        })?)
+    } else {
+        None
+    };
     let config = runtime::container::ContainerConfig {
         id: id.clone(),
         argv,
@@ -696,7 +709,7 @@ async fn start(
         netns: (!st.host_network).then(|| state::netns_path(&cfg.run_dir, &st.uid)),
         ipcns: Some(run_dir.join("ipc")),
         utsns: Some(run_dir.join("uts")),
-        pidns: None,
+        pidns,
         mounts,
         privileged: sec.privileged,
         cap_add: sec.cap_add,
@@ -757,6 +770,61 @@ async fn start(
         image: img.reference.clone(),
         image_id: format!("{}@{}", repo.split('@').next().unwrap_or(repo), img.id),
     })
+}
+
+/// The state directory of a pod's pause process (a name no container can have).
+fn pause_dir(cfg: &Config, uid: &str) -> std::path::PathBuf {
+    state::container_dir(&cfg.run_dir, uid, "_pause", 1)
+}
+
+/// Starts the first process of the pod's shared PID namespace (`kins pause`, on the
+/// host's filesystem, in the pod's namespaces), once.
+fn start_pause(ctx: &Ctx, st: &PodState) -> Result<(), AgentError> {
+    let cfg = &ctx.cfg;
+    let dir = pause_dir(cfg, &st.uid);
+    if dir.exists() {
+        return Ok(());
+    }
+    let run_dir = state::pod_dir(&cfg.run_dir, &st.uid);
+    let config = runtime::container::ContainerConfig {
+        id: container_id(),
+        argv: vec![
+            cfg.kins_exe.display().to_string(),
+            "pause".into(),
+            "--cluster".into(),
+            cfg.cluster.clone(),
+        ],
+        netns: (!st.host_network).then(|| state::netns_path(&cfg.run_dir, &st.uid)),
+        ipcns: Some(run_dir.join("ipc")),
+        utsns: Some(run_dir.join("uts")),
+        cap_drop: vec!["ALL".into()],
+        no_new_privs: true,
+        log: runtime::container::LogConfig {
+            path: dir.join("pause.log"),
+            max_size: 1 << 20,
+            max_files: 1,
+        },
+        ..Default::default()
+    };
+    ctx.runtime.start(&ContainerSpec {
+        config,
+        state_dir: dir,
+    })
+}
+
+/// The pause process's PID namespace, once it runs (waits up to 100 ms).
+async fn pause_pidns(ctx: &Ctx, uid: &str) -> Option<std::path::PathBuf> {
+    let dir = pause_dir(&ctx.cfg, uid);
+    for _ in 0..100 {
+        match ctx.runtime.state(&dir) {
+            ContainerState::Running { pid, .. } => {
+                return Some(std::path::PathBuf::from(format!("/proc/{pid}/ns/pid")))
+            }
+            ContainerState::Starting => tokio::time::sleep(Duration::from_millis(1)).await,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Host paths of the pod's volumes (set up by `volumes::prepare`), with read-only flags.

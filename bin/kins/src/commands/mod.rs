@@ -9,6 +9,7 @@ pub mod down;
 pub mod image;
 pub mod kubeconfig;
 pub mod node;
+pub mod pause;
 pub mod shim;
 pub mod status;
 pub mod supervise;
