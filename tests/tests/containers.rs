@@ -787,3 +787,32 @@ fn share_process_namespace_puts_the_pods_containers_in_one_pid_namespace() -> Re
     );
     Ok(())
 }
+
+#[test]
+fn configmap_volumes_follow_their_configmap() -> Result<()> {
+    let c = Cluster::up_nodes("ct-cmup", 1)?;
+    let k = &kubectls()[0];
+    ok(c.kubectl(
+        k,
+        &["create", "configmap", "live", "--from-literal=v=first"],
+    )?)?;
+    create(
+        &c,
+        &pod(
+            "reader",
+            json!({"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": "busybox",
+            "command": ["sleep", "3600"], "volumeMounts": [{"name": "v", "mountPath": "/live"}]}],
+            "volumes": [{"name": "v", "configMap": {"name": "live"}}]}),
+        ),
+    )?;
+    let p = wait_running(&c, "reader")?;
+    let read = || exec(&c, &p, "c", &["cat", "/live/v"]);
+    ensure!(read()? == "first", "{:?}", read());
+    let patch = r#"{"data":{"v":"second"}}"#;
+    ok(c.kubectl(k, &["patch", "configmap", "live", "-p", patch])?)?;
+    // The agent resyncs volumes every minute, as the kubelet does.
+    wait_for("the new value in the container", 120, || {
+        Ok((read()? == "second").then_some(()))
+    })?;
+    Ok(())
+}

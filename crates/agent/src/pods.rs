@@ -171,6 +171,11 @@ fn should_restart(policy: &str, code: i32) -> bool {
     }
 }
 
+/// How often a running pod's volumes are written again from their sources.
+const VOLUME_RESYNC_SECONDS: i64 = 60;
+/// Projected service-account tokens (3607 s) are renewed at 80% of their life.
+const TOKEN_REFRESH_SECONDS: i64 = 2885;
+
 /// Kubernetes' container back-off: 10 s doubling to 300 s.
 pub fn next_backoff(cur: u64) -> u64 {
     if cur == 0 {
@@ -258,11 +263,14 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
         .clone()
         .unwrap_or_else(|| "Always".into());
     // Volumes, before any container starts.
+    let now_s = chrono::Utc::now().timestamp();
     if !st.volumes_ready {
-        match volumes::prepare(&ctx.client, cfg, &pod, &st.ip).await {
+        match volumes::prepare(&ctx.client, cfg, &pod, &st.ip, true).await {
             Ok(_) => {
                 st.volumes_ready = true;
                 st.volume_error.clear();
+                st.volumes_synced_at = now_s;
+                st.token_at = now_s;
                 state::save(&cfg.run_dir, &st)?;
             }
             Err(e) => {
@@ -293,11 +301,24 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
             }
         }
     }
+    // Resync volumes every minute; a new token at 80% of its life (3607 s).
+    if now_s - st.volumes_synced_at >= VOLUME_RESYNC_SECONDS {
+        let new_token = now_s - st.token_at >= TOKEN_REFRESH_SECONDS;
+        match volumes::prepare(&ctx.client, cfg, &pod, &st.ip, new_token).await {
+            Ok(_) => {
+                st.volumes_synced_at = now_s;
+                if new_token {
+                    st.token_at = now_s;
+                }
+                state::save(&cfg.run_dir, &st)?;
+            }
+            Err(e) => tracing::warn!(pod = %st.name, error = %e, "volume resync"),
+        }
+    }
     if spec.share_process_namespace == Some(true) {
         start_pause(&ctx, &st)?;
     }
     let mut changed = false;
-    let now_s = chrono::Utc::now().timestamp();
     // Init containers, one after the other; the app containers once all have succeeded.
     let init_policy = if policy == "Never" {
         "Never"

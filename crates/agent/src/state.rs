@@ -33,6 +33,11 @@ pub struct PodState {
     /// The last FailedMount message posted (posted again only when it changes).
     #[serde(default)]
     pub volume_error: String,
+    /// Unix seconds of the last volume sync and of the last service-account token.
+    #[serde(default)]
+    pub volumes_synced_at: i64,
+    #[serde(default)]
+    pub token_at: i64,
 }
 
 /// Restart bookkeeping of one container.

@@ -217,11 +217,17 @@ fn not_found(kind: &str, name: &str) -> String {
 
 /// Sets up every volume of the pod; the first failure is returned (nothing else is
 /// started until all volumes are ready, as the kubelet does).
+///
+/// Called again every minute while the pod runs (as the kubelet resyncs), so configMap,
+/// secret and downward-API files follow their sources; a service-account token is
+/// requested anew only when `new_token` (it nears its expiry), else the one on disk is
+/// kept.
 pub async fn prepare(
     client: &kube::Client,
     cfg: &Config,
     pod: &Pod,
     pod_ip: &str,
+    new_token: bool,
 ) -> Result<BTreeMap<String, Ready>, VolumeError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -344,10 +350,18 @@ pub async fn prepare(
             let mut files = Files::new();
             for src in pr.sources.clone().unwrap_or_default() {
                 if let Some(t) = src.service_account_token {
-                    let tok = sa_token(client, pod, t.audience.clone(), t.expiration_seconds)
-                        .await
-                        .map_err(err)?;
-                    files.insert(t.path.clone(), (tok.into_bytes(), mode));
+                    let kept = (!new_token)
+                        .then(|| std::fs::read(p.join(&t.path)).ok())
+                        .flatten()
+                        .filter(|t| !t.is_empty());
+                    let tok = match kept {
+                        Some(tok) => tok,
+                        None => sa_token(client, pod, t.audience.clone(), t.expiration_seconds)
+                            .await
+                            .map_err(err)?
+                            .into_bytes(),
+                    };
+                    files.insert(t.path.clone(), (tok, mode));
                 }
                 if let Some(c) = src.config_map {
                     let name = c.name.clone();
