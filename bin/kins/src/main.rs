@@ -56,6 +56,9 @@ enum Command {
     /// Own one container process (started by the agent).
     #[command(hide = true)]
     Shim(commands::shim::Args),
+    /// Run a command inside a running container (exec probes).
+    #[command(hide = true)]
+    Exec(commands::exec::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             | Command::Down(_)
             | Command::Status(_)
             | Command::Kubeconfig(_)
+            | Command::Exec(_)
     );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => commands::agent::run(a),
         Command::Shim(a) => commands::shim::run(a),
         Command::Pause(a) => commands::pause::run(a),
+        Command::Exec(a) => commands::exec::run(a),
         Command::ControllerManager(a) => commands::controller_manager::run(a),
         Command::Cni(a) => commands::cni::run(a),
     };

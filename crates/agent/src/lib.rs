@@ -13,6 +13,7 @@ pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod runtime;
 pub mod server;
 pub mod spec;
@@ -37,6 +38,8 @@ pub struct Config {
     pub node_ip: Ipv4Addr,
     /// The cluster (pod) CIDR: pod-to-pod traffic inside it is never NATed.
     pub cluster_cidr: String,
+    /// The service CIDR, for the service proxy.
+    pub service_cidr: String,
     /// Per-node runtime state (pods, IPAM), e.g. /run/kins/<cluster>/nodes/<node>.
     pub run_dir: PathBuf,
     /// Per-node durable data (logs), e.g. /var/lib/kins/<cluster>/nodes/<node>.
@@ -90,12 +93,24 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let (cidr_tx, cidr_rx) = tokio::sync::watch::channel(None);
     let net = tokio::spawn(network::run(client.clone(), cfg.clone(), cidr_tx));
     let pods = tokio::spawn(pods::run(client.clone(), cfg.clone(), cidr_rx));
+    // The service proxy (kube-proxy's share): nftables rules in this node's namespace.
+    let node = proxy::NodeConfig {
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip,
+        cluster_cidr: cfg.cluster_cidr.clone(),
+        service_cidr: cfg.service_cidr.clone(),
+    };
+    let nft: Arc<dyn proxy::Nft> = Arc::new(proxy::NftCommand {
+        program: "nft".into(),
+    });
+    let services = tokio::spawn(proxy::run(client.clone(), node, nft));
     let endpoint = server::bind(&cfg).await?;
     let endpoint = tokio::spawn(endpoint.serve());
     tokio::select! {
         r = heartbeat => tracing::error!(?r, "heartbeat loop ended"),
         r = net => tracing::error!(?r, "network loop ended"),
         r = pods => tracing::error!(?r, "pod loop ended"),
+        r = services => tracing::error!(?r, "service proxy ended"),
         r = endpoint => tracing::error!(?r, "agent endpoint ended"),
     }
     Err(AgentError::Other("an agent loop ended".into()))

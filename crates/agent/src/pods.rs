@@ -29,6 +29,8 @@ struct Ctx {
     cfg: Arc<Config>,
     runtime: Box<dyn ContainerRuntime>,
     images: Arc<runtime::image::ImageStore>,
+    /// Readiness, liveness and startup probes of running containers.
+    prober: Arc<crate::probes::Prober>,
     /// Every Service, kept by a watch (for the service links in containers' environment).
     services: kube::runtime::reflector::Store<Service>,
     pod_cidr: tokio::sync::watch::Receiver<Option<String>>,
@@ -51,6 +53,14 @@ pub async fn run(
             return;
         }
     };
+    let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
+    let prober = Arc::new(crate::probes::Prober::new(cfg.kins_exe.clone(), probe_tx));
+    // A probe result that flips reconciles its pod at once.
+    let probed = futures::stream::unfold(probe_rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|k: crate::probes::PodKey| (k.object_ref(), rx))
+    });
     let (services, writer) = kube::runtime::reflector::store();
     let svc_api: Api<Service> = Api::all(client.clone());
     tokio::spawn(
@@ -63,6 +73,7 @@ pub async fn run(
         client: client.clone(),
         cfg: cfg.clone(),
         images,
+        prober,
         services,
         runtime: Box::new(ShimRuntime {
             kins_exe: cfg.kins_exe.clone(),
@@ -75,6 +86,7 @@ pub async fn run(
     let pods: Api<Pod> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     Controller::new(pods, wc)
+        .reconcile_on(probed)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -561,8 +573,58 @@ async fn drive(
         }
         *changed = true;
     }
+    // Probes of the running container; a failed liveness (or startup) probe kills it,
+    // and the restart policy takes it from there.
+    let key = crate::probes::ContainerKey {
+        uid: uid.clone(),
+        container: c.name.clone(),
+        attempt: rec.attempts,
+    };
+    let dir = state::container_dir(&cfg.run_dir, &uid, &c.name, rec.attempts);
+    let probe = match &cs {
+        ContainerState::Running { started_at, .. } => {
+            ctx.prober.ensure(
+                key.clone(),
+                crate::probes::PodKey {
+                    namespace: st.namespace.clone(),
+                    name: st.name.clone(),
+                },
+                &st.ip,
+                c,
+                dir.clone(),
+                crate::probes::started_instant(started_at),
+            );
+            for (reason, msg) in ctx.prober.take_events(&key) {
+                event(ctx, pod, "Warning", &reason, &msg).await;
+            }
+            ctx.prober.status(&key)
+        }
+        _ => {
+            ctx.prober.forget_run(&key);
+            crate::probes::ProbeStatus::default()
+        }
+    };
+    if let Some(msg) = &probe.liveness_failed {
+        if rec.killed != rec.attempts {
+            rec.killed = rec.attempts;
+            *changed = true;
+            event(ctx, pod, "Normal", "Killing", msg).await;
+            let grace = probe.kill_grace_seconds.unwrap_or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30)
+            });
+            ctx.runtime.signal(&dir, Signal::SIGTERM);
+            let ctx2 = ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(grace.max(0) as u64)).await;
+                ctx2.runtime.signal(&dir, Signal::SIGKILL);
+            });
+        }
+    }
     st.containers.insert(c.name.clone(), rec.clone());
-    Ok(container_status(c, &cs, &rec))
+    Ok(container_status(c, &cs, &rec, &probe))
 }
 
 /// "host packages: nginx 1.22, libc6 2.36, ..." → "host packages: nginx 1.22 (and 6 more
@@ -1069,7 +1131,12 @@ fn terminated_json(cs: &ContainerState, rec: &ContainerRecord) -> Value {
     }
 }
 
-fn container_status(c: &Container, cs: &ContainerState, rec: &ContainerRecord) -> Value {
+fn container_status(
+    c: &Container,
+    cs: &ContainerState,
+    rec: &ContainerRecord,
+    probe: &crate::probes::ProbeStatus,
+) -> Value {
     let restart_count = rec.attempts.saturating_sub(1);
     let waiting_backoff = rec.not_before != 0;
     let (state, ready, started) = if let Some((reason, message)) = &rec.waiting {
@@ -1080,9 +1147,11 @@ fn container_status(c: &Container, cs: &ContainerState, rec: &ContainerRecord) -
         )
     } else {
         match cs {
-            ContainerState::Running { started_at, .. } => {
-                (json!({"running": {"startedAt": started_at}}), true, true)
-            }
+            ContainerState::Running { started_at, .. } => (
+                json!({"running": {"startedAt": started_at}}),
+                probe.ready,
+                probe.started,
+            ),
             ContainerState::Starting => (
                 json!({"waiting": {"reason": "ContainerCreating"}}),
                 false,
@@ -1278,6 +1347,7 @@ async fn teardown(ctx: &Ctx, uid: &str, grace: Duration) {
             tracing::warn!(pod_uid = %uid, error = %e, "deleting the pod netns");
         }
     }
+    ctx.prober.forget_pod(uid);
     for ns in ["ipc", "uts"] {
         if let Err(e) = net::delete_netns(&dir.join(ns)) {
             tracing::warn!(pod_uid = %uid, error = %e, "deleting the pod's {ns} namespace");

@@ -66,6 +66,9 @@ pub struct ContainerRecord {
     /// ("ErrImagePull", ...) or ("CreateContainerConfigError", ...).
     #[serde(default)]
     pub waiting: Option<(String, String)>,
+    /// The attempt killed for failing its liveness (or startup) probe (killed once).
+    #[serde(default)]
+    pub killed: u32,
 }
 
 pub fn pod_dir(run_dir: &Path, uid: &str) -> PathBuf {

@@ -127,6 +127,7 @@ fn setup(net: &dyn Net, conf: &NetConf, env: &CniEnv, ip: Ipv4Addr) -> Result<Cn
         .map_err(|e| netns_gone(e, env))?;
     net.set_alias(&host, &alias)?;
     net.set_master(&host, &conf.bridge)?;
+    net.set_hairpin(&host)?;
     net.set_up(&host)?;
 
     let pod = net.open_netns(netns)?;

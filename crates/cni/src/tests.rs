@@ -92,6 +92,7 @@ node: link {v1}
 node: create_veth_into {v1} eth0 /run/pod1 mtu=-
 node: set_alias {v1} kins-cni:c1:eth0
 node: set_master {v1} cni0
+node: set_hairpin {v1}
 node: set_up {v1}
 node: open_netns /run/pod1
 /run/pod1: set_up lo
@@ -118,6 +119,7 @@ node: link {v2}
 node: create_veth_into {v2} eth0 /run/pod2 mtu=-
 node: set_alias {v2} kins-cni:c2:eth0
 node: set_master {v2} cni0
+node: set_hairpin {v2}
 node: set_up {v2}
 node: open_netns /run/pod2
 /run/pod2: set_up lo
@@ -201,6 +203,7 @@ node: delete_link {v1}
 node: create_veth_into {v1} eth0 /run/pod1 mtu=1400
 node: set_alias {v1} kins-cni:c1:eth0
 node: set_master {v1} cni0
+node: set_hairpin {v1}
 node: set_up {v1}
 node: open_netns /run/pod1
 /run/pod1: set_up lo
@@ -245,6 +248,7 @@ node: link {v1}
 node: create_veth_into {v1} eth0 /run/pod1 mtu=-
 node: set_alias {v1} kins-cni:c1:eth0
 node: set_master {v1} cni0
+node: set_hairpin {v1}
 node: set_up {v1}
 node: open_netns /run/pod1
 /run/pod1: set_up lo

@@ -8,17 +8,24 @@
 //!   it unreachable; the agent's next heartbeat clears it.
 //! - [`podgc`]: deletes the pods of Nodes that no longer exist.
 //! - [`scheduler`]: binds pending pods to nodes (filters in [`scheduler::predicates`]).
+//! - [`replicaset`] and [`deployment`]: the pods of ReplicaSets, the ReplicaSets and
+//!   rollouts of Deployments.
+//! - [`endpoints`]: the EndpointSlices and Endpoints of Services (from their pods, or
+//!   mirrored from a user's Endpoints).
 //!
 //! Every controller is the same loop, [`runner::run`]: watch → reflector store →
 //! idempotent `reconcile(object) -> Action`, one reconcile of a key at a time, requeue with
 //! back-off on error. [`start`] runs them all; [`Running::shutdown`] stops them.
 
 pub mod cidr;
+pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod ipam;
 pub mod lifecycle;
 pub mod metrics;
 pub mod podgc;
+pub mod replicaset;
 pub mod runner;
 pub mod scheduler;
 
@@ -237,8 +244,9 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Starts every controller (node IPAM, node lifecycle, pod GC, scheduler) and, if asked,
-/// the metrics endpoint. Fails only when the metrics address cannot be bound: the
+/// Starts every controller (node IPAM, node lifecycle, pod GC, scheduler, endpoints,
+/// replicasets, deployments) and,
+/// if asked, the metrics endpoint. Fails only when the metrics address cannot be bound: the
 /// controllers themselves wait for the API and retry with back-off.
 pub async fn start(client: kube::Client, config: Config) -> Result<Running, Error> {
     let metrics = Arc::new(Metrics::default());
@@ -283,6 +291,26 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
         stopped(stop_rx.clone()),
     )));
     tasks.push(tokio::spawn(podgc::run(
+        client.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    tasks.push(tokio::spawn(endpoints::run_slices(
+        client.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    tasks.push(tokio::spawn(endpoints::run_mirroring(
+        client.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    tasks.push(tokio::spawn(replicaset::run(
+        client.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    tasks.push(tokio::spawn(deployment::run(
         client.clone(),
         metrics.clone(),
         stopped(stop_rx.clone()),

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kins_tests::Cluster;
@@ -926,6 +927,510 @@ async fn scheduler() -> anyhow::Result<()> {
             "{text}"
         );
         only_ours(&client).await?;
+        running.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// The slices of the Service `svc` in default, one line each, sorted:
+/// `manager [ports] ip/pod:RST ...` (R ready, S serving, T terminating, `-` when not).
+async fn slices_of(client: &Client, svc: &str) -> anyhow::Result<Vec<String>> {
+    let list = Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
+        .await?;
+    let mut out: Vec<String> = list
+        .items
+        .iter()
+        .map(|s| {
+            let manager = s
+                .labels()
+                .get("endpointslice.kubernetes.io/managed-by")
+                .map(|m| m.split('-').next().unwrap_or(m).to_string())
+                .unwrap_or_default();
+            let ports: Vec<String> = s
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{}={}/{}",
+                        p.name.as_deref().unwrap_or(""),
+                        p.port.unwrap_or(0),
+                        p.protocol.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            let eps: Vec<String> = s
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let c = e.conditions.clone().unwrap_or_default();
+                    let f = |b: Option<bool>, ch: char| if b == Some(true) { ch } else { '-' };
+                    let pod = e
+                        .target_ref
+                        .as_ref()
+                        .and_then(|r| r.name.clone())
+                        .map(|n| format!("/{n}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}{pod}:{}{}{}",
+                        e.addresses.join(","),
+                        f(c.ready, 'R'),
+                        f(c.serving, 'S'),
+                        f(c.terminating, 'T')
+                    )
+                })
+                .collect();
+            format!("{manager} [{}] {}", ports.join(","), eps.join(" "))
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The Endpoints `name` in default as `[ports] ready=ips notReady=ips` per subset, or
+/// `None` when there is none.
+async fn endpoints_of(client: &Client, name: &str) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(e) = Api::<Endpoints>::namespaced(client.clone(), "default")
+        .get_opt(name)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let ips = |a: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
+        a.iter()
+            .flatten()
+            .map(|a| a.ip.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Ok(Some(
+        e.subsets
+            .iter()
+            .flatten()
+            .map(|s| {
+                let ports: Vec<String> = s
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| format!("{}={}", p.name.as_deref().unwrap_or(""), p.port))
+                    .collect();
+                format!(
+                    "[{}] ready={} notReady={}",
+                    ports.join(","),
+                    ips(&s.addresses),
+                    ips(&s.not_ready_addresses)
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// Waits until the slices of `svc` read `want`; returns how long it took.
+async fn wait_slices(client: &Client, svc: &str, want: &[&str]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let deadline = started + WAIT;
+    loop {
+        let got = slices_of(client, svc).await?;
+        if got == want {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("slices of {svc}: {got:?}, want {want:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_endpoints(client: &Client, name: &str, want: Option<&[&str]>) -> anyhow::Result<()> {
+    let want: Option<Vec<String>> = want.map(|w| w.iter().map(|s| s.to_string()).collect());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = endpoints_of(client, name).await?;
+        if got == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("endpoints {name}: {got:?}, want {want:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A pod of the endpoints test: labelled app=web, port `web` on `port`, never scheduled
+/// (no scheduler takes schedulerName "none"), with a finalizer so that its deletion can
+/// be seen.
+fn web_pod(name: &str, port: i32) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"},
+                     "finalizers": ["kins.test/hold"]},
+        "spec": {"schedulerName": "none", "containers": [{"name": "c", "image": "nginx",
+                 "ports": [{"name": "web", "containerPort": port}]}]},
+    }))?)
+}
+
+/// Sets a pod's status as an agent would: Running at `ip`, Ready as said.
+async fn pod_running(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) -> anyhow::Result<()> {
+    let patch = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn release(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
+    pods.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_and_endpoints() -> anyhow::Result<()> {
+    let (_cluster, client) = up("cmeps").await?;
+    within(async move {
+        let running = controllers::start(client.clone(), config("10.244.0.0/16", 24)?).await?;
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "labels": {"tier": "front"}},
+            "spec": {"selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "web"}]},
+        }))?;
+        services.create(&PostParams::default(), &svc).await?;
+        // No pods: one placeholder slice, an Endpoints without subsets.
+        wait_slices(&client, "web", &["endpointslice []"]).await?;
+        wait_endpoints(&client, "web", Some(&[])).await?;
+        let e = eps.get("web").await?;
+        ensure!(
+            e.labels().get("endpoints.kubernetes.io/managed-by").map(String::as_str)
+                == Some("endpoint-controller")
+                && e.labels().get("tier").map(String::as_str) == Some("front"),
+            "{:?}",
+            e.metadata.labels
+        );
+
+        // A pod without an address is not an endpoint; with one, not ready, it is.
+        pods.create(&PostParams::default(), &web_pod("a", 8080)?).await?;
+        pod_running(&pods, "a", "10.244.1.5", false).await?;
+        wait_slices(&client, "web", &["endpointslice [http=8080/TCP] 10.244.1.5/a:---"]).await?;
+        wait_endpoints(&client, "web", Some(&["[http=8080] ready= notReady=10.244.1.5"])).await?;
+        pod_running(&pods, "a", "10.244.1.5", true).await?;
+        let took =
+            wait_slices(&client, "web", &["endpointslice [http=8080/TCP] 10.244.1.5/a:RS-"]).await?;
+        eprintln!("a ready pod was in its slice {took:?} after its status was written");
+        wait_endpoints(&client, "web", Some(&["[http=8080] ready=10.244.1.5 notReady="])).await?;
+        let slice = Api::<EndpointSlice>::namespaced(client.clone(), "default")
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await?
+            .items
+            .remove(0);
+        ensure!(slice.name_any().starts_with("web-") && slice.name_any().len() == 9, "{}", slice.name_any());
+        let owner = &slice.metadata.owner_references.clone().unwrap_or_default()[0];
+        ensure!(
+            owner.kind == "Service" && owner.name == "web" && owner.controller == Some(true),
+            "{owner:?}"
+        );
+
+        // A second pod on another port number: a second slice, a second subset.
+        pods.create(&PostParams::default(), &web_pod("b", 9090)?).await?;
+        pod_running(&pods, "b", "10.244.2.7", true).await?;
+        wait_slices(
+            &client,
+            "web",
+            &[
+                "endpointslice [http=8080/TCP] 10.244.1.5/a:RS-",
+                "endpointslice [http=9090/TCP] 10.244.2.7/b:RS-",
+            ],
+        )
+        .await?;
+        wait_endpoints(
+            &client,
+            "web",
+            Some(&["[http=8080] ready=10.244.1.5 notReady=", "[http=9090] ready=10.244.2.7 notReady="]),
+        )
+        .await?;
+
+        // Nothing changes: nothing is written, even when pods are touched.
+        let versions = |list: Vec<EndpointSlice>| -> Vec<(String, Option<String>)> {
+            list.into_iter().map(|s| (s.name_any(), s.metadata.resource_version)).collect()
+        };
+        let slices_api = Api::<EndpointSlice>::namespaced(client.clone(), "default");
+        let lp = ListParams::default().labels("kubernetes.io/service-name=web");
+        let before = versions(slices_api.list(&lp).await?.items);
+        let ep_before = eps.get("web").await?.metadata.resource_version;
+        pods.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})))
+            .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ensure!(versions(slices_api.list(&lp).await?.items) == before, "slices rewritten");
+        ensure!(eps.get("web").await?.metadata.resource_version == ep_before, "endpoints rewritten");
+
+        // Deleting b: terminating (held by its finalizer), then gone.
+        pods.delete("b", &DeleteParams::default()).await?;
+        wait_slices(
+            &client,
+            "web",
+            &[
+                "endpointslice [http=8080/TCP] 10.244.1.5/a:RS-",
+                "endpointslice [http=9090/TCP] 10.244.2.7/b:-ST",
+            ],
+        )
+        .await?;
+        wait_endpoints(&client, "web", Some(&["[http=8080] ready=10.244.1.5 notReady="])).await?;
+        release(&pods, "b").await?;
+        wait_slices(&client, "web", &["endpointslice [http=8080/TCP] 10.244.1.5/a:RS-"]).await?;
+
+        // a's labels change: it leaves the Service; back again, it returns.
+        pods.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})))
+            .await?;
+        wait_slices(&client, "web", &["endpointslice []"]).await?;
+        wait_endpoints(&client, "web", Some(&[])).await?;
+        pods.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})))
+            .await?;
+        wait_slices(&client, "web", &["endpointslice [http=8080/TCP] 10.244.1.5/a:RS-"]).await?;
+
+        // A slice deleted by someone comes back.
+        slices_api.delete_collection(&DeleteParams::default(), &lp).await?;
+        wait_slices(&client, "web", &["endpointslice [http=8080/TCP] 10.244.1.5/a:RS-"]).await?;
+
+        // The Service goes: its slices and Endpoints go with it.
+        services.delete("web", &DeleteParams::default()).await?;
+        wait_slices(&client, "web", &[]).await?;
+        wait_endpoints(&client, "web", None).await?;
+        release(&pods, "a").await?;
+
+        // A Service without a selector: its Endpoints are mirrored.
+        let ext: Service = serde_json::from_value(json!({
+            "metadata": {"name": "ext"}, "spec": {"ports": [{"name": "http", "port": 80}]},
+        }))?;
+        services.create(&PostParams::default(), &ext).await?;
+        let mut ep: Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": "ext", "labels": {"team": "a"}},
+            "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "notReadyAddresses": [{"ip": "192.0.2.2"}],
+                         "ports": [{"name": "http", "port": 8000}]}],
+        }))?;
+        eps.create(&PostParams::default(), &ep).await?;
+        wait_slices(&client, "ext", &["endpointslicemirroring [http=8000/TCP] 192.0.2.1:R-- 192.0.2.2:---"]).await?;
+        ep = eps.get("ext").await?;
+        ep.subsets = Some(serde_json::from_value(json!([{"addresses": [{"ip": "192.0.2.3"}], "ports": [{"name": "http", "port": 8000}]}]))?);
+        eps.replace("ext", &PostParams::default(), &ep).await?;
+        wait_slices(&client, "ext", &["endpointslicemirroring [http=8000/TCP] 192.0.2.3:R--"]).await?;
+        // The user's Endpoints outlive the controller's interest in them.
+        ensure!(endpoints_of(&client, "ext").await?.is_some());
+        eps.delete("ext", &DeleteParams::default()).await?;
+        wait_slices(&client, "ext", &[]).await?;
+
+        // The API server's own `kubernetes` slice is left alone, and not mirrored.
+        let own = slices_of(&client, "kubernetes").await?;
+        ensure!(own.len() == 1 && own[0].starts_with("kube ["), "{own:?}");
+        running.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Marks every pod labelled app=dep that is not ready yet Running and Ready (as an agent
+/// would); returns how many it marked.
+async fn ready_dep_pods(pods: &Api<Pod>, next_ip: &mut u8) -> anyhow::Result<usize> {
+    let list = pods.list(&ListParams::default().labels("app=dep")).await?;
+    let mut marked = 0;
+    for p in list.items {
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready || p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        *next_ip = next_ip.wrapping_add(1);
+        match pod_running(pods, &p.name_any(), &format!("10.244.9.{next_ip}"), true).await {
+            Ok(()) => marked += 1,
+            // Deleted meanwhile by a scale-down.
+            Err(e)
+                if e.downcast_ref::<kube::Error>()
+                    .is_some_and(|e| matches!(e, kube::Error::Api(s) if s.code == 404)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(marked)
+}
+
+/// The ReplicaSets of the deployment test: name -> (spec.replicas, revision).
+async fn dep_replicasets(
+    rss: &Api<k8s_openapi::api::apps::v1::ReplicaSet>,
+) -> anyhow::Result<BTreeMap<String, (i32, String)>> {
+    let list = rss.list(&ListParams::default().labels("app=dep")).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|rs| {
+            let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let rev = rs
+                .annotations()
+                .get("deployment.kubernetes.io/revision")
+                .cloned()
+                .unwrap_or_default();
+            (rs.name_any(), (replicas, rev))
+        })
+        .collect())
+}
+
+/// Waits until the Deployment `dep` is rolled out at `replicas` as `kubectl rollout
+/// status` judges it, marking new pods ready as they come.
+async fn wait_rolled_out(
+    deploys: &Api<k8s_openapi::api::apps::v1::Deployment>,
+    pods: &Api<Pod>,
+    replicas: i32,
+    next_ip: &mut u8,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        ready_dep_pods(pods, next_ip).await?;
+        let d = deploys.get("dep").await?;
+        let s = d.status.clone().unwrap_or_default();
+        let progressing = s
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Progressing")
+            .and_then(|c| c.reason.clone());
+        let done = d.metadata.generation <= s.observed_generation
+            && s.updated_replicas == Some(replicas)
+            && s.replicas == Some(replicas)
+            && s.available_replicas == Some(replicas)
+            && progressing.as_deref() == Some("NewReplicaSetAvailable");
+        if done {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("deployment not rolled out at {replicas}: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The active pods of the deployment test.
+async fn dep_pods(pods: &Api<Pod>) -> anyhow::Result<Vec<Pod>> {
+    Ok(pods
+        .list(&ListParams::default().labels("app=dep"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_and_replicasets() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    let (_cluster, client) = up("cmdeploy").await?;
+    within(async move {
+        let running = controllers::start(client.clone(), config("10.244.0.0/16", 24)?).await?;
+        let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let mut ip = 0u8;
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "dep"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "dep"}},
+                     "template": {"metadata": {"labels": {"app": "dep"}},
+                                  "spec": {"schedulerName": "none",
+                                           "containers": [{"name": "c", "image": "nginx"}]}}},
+        }))?;
+        deploys.create(&PostParams::default(), &d).await?;
+
+        // One ReplicaSet, three pods it owns.
+        let first = wait_for("one replicaset with 3 pods", WAIT, || async {
+            let sets = dep_replicasets(&rss).await?;
+            let ps = dep_pods(&pods).await?;
+            Ok((sets.len() == 1 && ps.len() == 3).then_some(sets))
+        })
+        .await?;
+        let (rs_name, (replicas, rev)) = first.iter().next().map(|(k, v)| (k.clone(), v.clone())).context("no rs")?;
+        ensure!(replicas == 3 && rev == "1", "{first:?}");
+        let hash = rs_name.strip_prefix("dep-").context("rs name")?;
+        ensure!(!hash.is_empty() && hash.chars().all(|c| "456789bcdf".contains(c)), "{rs_name}");
+        for p in dep_pods(&pods).await? {
+            let owner = &p.metadata.owner_references.clone().unwrap_or_default()[0];
+            ensure!(owner.kind == "ReplicaSet" && owner.name == rs_name && owner.controller == Some(true), "{owner:?}");
+            ensure!(p.labels().get("pod-template-hash").map(String::as_str) == Some(hash), "{:?}", p.metadata.labels);
+            ensure!(p.name_any().starts_with(&format!("{rs_name}-")), "{}", p.name_any());
+        }
+        wait_rolled_out(&deploys, &pods, 3, &mut ip).await?;
+        let rs = rss.get(&rs_name).await?;
+        let st = rs.status.clone().unwrap_or_default();
+        ensure!(
+            st.replicas == 3 && st.ready_replicas == Some(3) && st.available_replicas == Some(3)
+                && st.fully_labeled_replicas == Some(3) && st.observed_generation == rs.metadata.generation,
+            "{st:?}"
+        );
+        let d = deploys.get("dep").await?;
+        ensure!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str) == Some("1"));
+
+        // Nothing changes: nothing is created, even after a while.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ensure!(dep_pods(&pods).await?.len() == 3);
+
+        // Scale to 1: two pods go.
+        deploys
+            .patch_scale("dep", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
+            .await?;
+        wait_for("one pod left", WAIT, || async { Ok((dep_pods(&pods).await?.len() == 1).then_some(())) }).await?;
+        wait_rolled_out(&deploys, &pods, 1, &mut ip).await?;
+        ensure!(dep_pods(&pods).await?.len() == 1);
+
+        // A new template: a second ReplicaSet, which takes over as its pods turn ready.
+        deploys
+            .patch(
+                "dep",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}})),
+            )
+            .await?;
+        wait_rolled_out(&deploys, &pods, 1, &mut ip).await?;
+        let sets = dep_replicasets(&rss).await?;
+        ensure!(sets.len() == 2, "{sets:?}");
+        ensure!(sets.get(&rs_name) == Some(&(0, "1".to_string())), "{sets:?}");
+        let (new_name, new_state) = sets.iter().find(|(n, _)| **n != rs_name).context("new rs")?;
+        ensure!(*new_state == (1, "2".to_string()), "{sets:?}");
+        let d = deploys.get("dep").await?;
+        ensure!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str) == Some("2"));
+        wait_for("the old pods gone", WAIT, || async {
+            let ps = dep_pods(&pods).await?;
+            Ok((ps.len() == 1 && ps[0].name_any().starts_with(new_name.as_str())).then_some(()))
+        })
+        .await?;
+
+        // Rolling back as `kubectl rollout undo` does (the old template, hash label
+        // removed): the first ReplicaSet comes back, as revision 3.
+        let old_template = rss.get(&rs_name).await?.spec.context("spec")?.template.context("template")?;
+        let mut t = serde_json::to_value(&old_template)?;
+        if let Some(l) = t["metadata"]["labels"].as_object_mut() {
+            l.remove("pod-template-hash");
+        }
+        let mut d = deploys.get("dep").await?;
+        d.spec.as_mut().context("spec")?.template = serde_json::from_value(t)?;
+        deploys.replace("dep", &PostParams::default(), &d).await?;
+        wait_rolled_out(&deploys, &pods, 1, &mut ip).await?;
+        let sets = dep_replicasets(&rss).await?;
+        ensure!(sets.get(&rs_name) == Some(&(1, "3".to_string())), "{sets:?}");
+        ensure!(sets.get(new_name) == Some(&(0, "2".to_string())), "{sets:?}");
+
+        // Deleting the Deployment takes its ReplicaSets and pods.
+        deploys.delete("dep", &DeleteParams::default()).await?;
+        wait_for("replicasets and pods gone", WAIT, || async {
+            let n = dep_replicasets(&rss).await?.len() + dep_pods(&pods).await?.len();
+            Ok((n == 0).then_some(()))
+        })
+        .await?;
         running.shutdown().await;
         Ok(())
     })

@@ -114,13 +114,16 @@ pub fn plan_node_host(
 }
 
 /// Node-side `ip -batch` commands: loopback, eth0 with the node IP, the default route via
-/// the bridge, and an unreachable route for the service CIDR (nothing addressed to a
-/// ClusterIP leaves the node except through the proxy's rules).
+/// the bridge, and the service CIDR as a local route: a ClusterIP is translated by the
+/// proxy's rules (from pods and from the node itself), and anything else addressed to the
+/// service CIDR is delivered to the node and refused there — it never leaves the node.
+/// Its source is the node IP, so replies to the node's own connections find their way back.
 pub fn plan_node_inside(node_index: u32, net: &NodeNet, service_cidr: &str) -> String {
     format!(
-        "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {}\nroute add unreachable {service_cidr}\n",
+        "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {}\nroute add local {service_cidr} dev lo src {}\n",
         net.node_ip(node_index),
-        net.gateway()
+        net.gateway(),
+        net.node_ip(node_index)
     )
 }
 
@@ -350,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             plan_node_inside(2, &net(), "10.96.0.0/12"),
-            "link set lo up\naddr add 172.29.3.3/24 dev eth0\nlink set eth0 up\nroute add default via 172.29.3.1\nroute add unreachable 10.96.0.0/12\n"
+            "link set lo up\naddr add 172.29.3.3/24 dev eth0\nlink set eth0 up\nroute add default via 172.29.3.1\nroute add local 10.96.0.0/12 dev lo src 172.29.3.3\n"
         );
         assert!(
             veth_name(

@@ -234,6 +234,12 @@ impl Net for FakeNet {
         Ok(())
     }
 
+    fn set_hairpin(&self, ifname: &str) -> Result<()> {
+        let mut w = self.call(format!("set_hairpin {ifname}"))?;
+        self.link_mut(&mut w, ifname)?;
+        Ok(())
+    }
+
     fn set_master(&self, ifname: &str, bridge: &str) -> Result<()> {
         let mut w = self.call(format!("set_master {ifname} {bridge}"))?;
         if !w.ns(&self.ns).links.contains_key(bridge) {

@@ -55,6 +55,10 @@ pub trait Net: Send + Sync {
     /// Attaches `ifname` to the bridge `bridge`.
     fn set_master(&self, ifname: &str, bridge: &str) -> Result<()>;
 
+    /// Turns hairpin mode on for the bridge port `ifname`, so a frame can go back out
+    /// the port it came in on (a pod reaching itself through a Service's DNAT).
+    fn set_hairpin(&self, ifname: &str) -> Result<()>;
+
     /// Brings `ifname` up.
     fn set_up(&self, ifname: &str) -> Result<()>;
 

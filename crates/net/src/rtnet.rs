@@ -11,7 +11,8 @@ use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -325,6 +326,23 @@ impl Net for RtNet {
             .push(LinkAttribute::IfName(ifname.to_string()));
         msg.attributes.push(LinkAttribute::Controller(master));
         self.set_link("set master", ifname, msg)
+    }
+
+    fn set_hairpin(&self, ifname: &str) -> Result<()> {
+        check_ifname(ifname)?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = self.index(ifname)?;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                true,
+            )])),
+        ]));
+        // Bridge-port settings go through RTM_NEWLINK (the kernel applies a port's
+        // slave data there, as `ip link set X type bridge_slave hairpin on` does).
+        self.conn()
+            .request("set hairpin", ifname, RouteNetlinkMessage::NewLink(msg), 0)
+            .map(drop)
     }
 
     fn set_up(&self, ifname: &str) -> Result<()> {

@@ -32,6 +32,9 @@ pub struct Args {
     pub node_ip: Option<Ipv4Addr>,
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// The service CIDR (ClusterIPs the node's proxy translates; the rest is refused).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
     /// Runtime state (default /run/kins/<cluster>/nodes/<node>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -127,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ca_pem,
         node_ip,
         cluster_cidr: args.cluster_cidr,
+        service_cidr: args.service_cidr,
         kins_exe: std::env::current_exe().context("locating the kins binary")?,
         lease_seconds: args.lease_seconds,
         kubelet_port: args.kubelet_port,

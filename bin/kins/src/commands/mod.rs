@@ -6,6 +6,7 @@ pub mod cni;
 pub mod controller_manager;
 pub mod demo;
 pub mod down;
+pub mod exec;
 pub mod image;
 pub mod kubeconfig;
 pub mod node;

@@ -92,6 +92,8 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
                     net.node_ip(n.index).to_string(),
                     "--cluster-cidr".into(),
                     cfg.cluster_cidr.clone(),
+                    "--service-cidr".into(),
+                    cfg.service_cidr.clone(),
                     "--run-dir".into(),
                     s(&paths.run.join("nodes").join(&n.name)),
                     "--data-dir".into(),

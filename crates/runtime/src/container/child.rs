@@ -130,7 +130,7 @@ fn join(path: &Path, flag: CloneFlags, what: &str) -> Result<(), String> {
 /// Groups, gid, uid, then the capability sets: bounding reduced to the container's set
 /// (root gets exactly that set at exec), permitted = effective = the set, inheritable and
 /// ambient empty (a non-root user thus ends with none after exec, like Docker).
-fn set_user_and_caps(cfg: &ContainerConfig, set: Option<u64>) -> Result<(), String> {
+pub(super) fn set_user_and_caps(cfg: &ContainerConfig, set: Option<u64>) -> Result<(), String> {
     let bounding: u64 = (0..caps::NAMES.len() as u32)
         .filter(|c| sys::capbset_has(*c))
         .fold(0, |m, c| m | 1 << c);

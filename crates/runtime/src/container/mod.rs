@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub mod caps;
 pub mod cgroup;
 mod child;
+pub mod exec;
 pub mod mounts;
 pub mod shim;
 mod sys;
