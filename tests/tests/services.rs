@@ -340,3 +340,99 @@ fn readiness_gates_endpoints_and_the_table_survives_agent_kill_9() -> Result<()>
     })?;
     Ok(())
 }
+
+#[test]
+fn session_affinity_and_type_changes() -> Result<()> {
+    let c = Cluster::up_nodes("sv-aff", 2)?;
+    let (n1, n2) = ("sv-aff-worker", "sv-aff-worker2");
+    create(
+        &c,
+        &service(
+            "web",
+            json!({"selector": {"app": "web"}, "sessionAffinity": "ClientIP",
+                   "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}),
+        ),
+    )?;
+    create(&c, &web_pod("web-1", n1, json!({"app": "web"})))?;
+    create(&c, &web_pod("web-2", n2, json!({"app": "web"})))?;
+    create(&c, &client_pod("client", n1))?;
+    wait_running(&c, "web-1")?;
+    wait_running(&c, "web-2")?;
+    let client = wait_running(&c, "client")?;
+    wait_for("both pods in the slice", 30, || {
+        Ok((slice_ips(&c, "web")?.len() == 2).then_some(()))
+    })?;
+    let svc = get_json(&c, &["get", "svc", "web"])?;
+    let cip = svc["spec"]["clusterIP"]
+        .as_str()
+        .context("clusterIP")?
+        .to_string();
+    let names = |n: usize| -> Result<std::collections::BTreeSet<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            let (code, body) = curl_in(&c, &client, &format!("http://{cip}/cgi-bin/name"))?;
+            ensure!(code == 0, "curl exit {code}");
+            out.insert(body);
+        }
+        Ok(out)
+    };
+    // ClientIP affinity: every request from the client goes to the same pod.
+    let sticky = names(12)?;
+    ensure!(sticky.len() == 1, "affinity did not hold: {sticky:?}");
+    // Switched off live: both pods answer again.
+    kubectl(
+        &c,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec":{"sessionAffinity":"None"}}"#,
+        ],
+    )?;
+    wait_for("both pods to answer without affinity", 60, || {
+        Ok((names(10)?.len() == 2).then_some(()))
+    })?;
+    // ClusterIP → NodePort: the host reaches it on a node; → ClusterIP: the port is gone.
+    kubectl(
+        &c,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec":{"type":"NodePort"}}"#,
+        ],
+    )?;
+    let svc = get_json(&c, &["get", "svc", "web"])?;
+    let np = svc["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .context("nodePort")?;
+    let ip = node_ip(&c, n2)?;
+    wait_for("the NodePort to answer", 30, || {
+        let (code, body) = curl_host(&format!("http://{ip}:{np}/healthz"))?;
+        Ok((code == 0 && body == "ok").then_some(()))
+    })?;
+    kubectl(
+        &c,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/type","value":"ClusterIP"},{"op":"remove","path":"/spec/ports/0/nodePort"}]"#,
+        ],
+    )?;
+    wait_for("the NodePort to be refused", 30, || {
+        let (code, _) = curl_host(&format!("http://{ip}:{np}/healthz"))?;
+        Ok((code == 7).then_some(()))
+    })?;
+    // The ClusterIP still works after the changes.
+    let (code, body) = curl_in(&c, &client, &format!("http://{cip}/healthz"))?;
+    ensure!(
+        code == 0 && body == "ok",
+        "ClusterIP after type changes: {code} {body}"
+    );
+    Ok(())
+}

@@ -134,6 +134,11 @@ fn default_service(spec: &mut Map<String, Value>) {
         let client_ip = child_mut(config, "clientIP");
         set(client_ip, "timeoutSeconds", json!(10800));
     }
+    // As Kubernetes: without affinity there is no affinity configuration (so switching
+    // sessionAffinity back to None is a valid update).
+    if str_of(spec, "sessionAffinity") == "None" {
+        spec.remove("sessionAffinityConfig");
+    }
     if ty != "ExternalName" {
         set(spec, "internalTrafficPolicy", json!("Cluster"));
         let cluster_ip = str_of(spec, "clusterIP").to_string();
