@@ -9,6 +9,7 @@
 //! that is the proxy's).
 
 pub mod client;
+pub mod lbannounce;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -104,6 +105,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         program: "nft".into(),
     });
     let services = tokio::spawn(proxy::run(client.clone(), node, nft));
+    // LoadBalancer addresses this node answers for (MetalLB's layer-2 speaker).
+    let lb = tokio::spawn(lbannounce::run(client.clone(), cfg.clone()));
     let endpoint = server::bind(&cfg).await?;
     let endpoint = tokio::spawn(endpoint.serve());
     tokio::select! {
@@ -111,6 +114,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         r = net => tracing::error!(?r, "network loop ended"),
         r = pods => tracing::error!(?r, "pod loop ended"),
         r = services => tracing::error!(?r, "service proxy ended"),
+        r = lb => tracing::error!(?r, "load balancer announcer ended"),
         r = endpoint => tracing::error!(?r, "agent endpoint ended"),
     }
     Err(AgentError::Other("an agent loop ended".into()))

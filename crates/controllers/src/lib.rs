@@ -12,6 +12,8 @@
 //!   rollouts of Deployments.
 //! - [`endpoints`]: the EndpointSlices and Endpoints of Services (from their pods, or
 //!   mirrored from a user's Endpoints).
+//! - [`loadbalancer`]: addresses from a pool on the node network for LoadBalancer
+//!   Services, and the node that answers for each (MetalLB's layer-2 mode).
 //!
 //! Every controller is the same loop, [`runner::run`]: watch → reflector store →
 //! idempotent `reconcile(object) -> Action`, one reconcile of a key at a time, requeue with
@@ -23,13 +25,14 @@ pub mod endpoints;
 pub mod events;
 pub mod ipam;
 pub mod lifecycle;
+pub mod loadbalancer;
 pub mod metrics;
 pub mod podgc;
 pub mod replicaset;
 pub mod runner;
 pub mod scheduler;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +140,9 @@ pub struct Config {
     pub unschedulable_retry: Duration,
     /// This process's name in events (`reportingInstance`).
     pub instance: String,
+    /// The addresses (first, last) LoadBalancer Services get theirs from; `None`: no
+    /// LoadBalancer controller.
+    pub lb_pool: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 impl Config {
@@ -152,6 +158,7 @@ impl Config {
             cidr_retry: Duration::from_secs(30),
             unschedulable_retry: Duration::from_secs(30),
             instance: format!("kins-controller-manager-{}", std::process::id()),
+            lb_pool: None,
         })
     }
 }
@@ -245,7 +252,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// Starts every controller (node IPAM, node lifecycle, pod GC, scheduler, endpoints,
-/// replicasets, deployments) and,
+/// replicasets, deployments, LoadBalancer addresses when there is a pool) and,
 /// if asked, the metrics endpoint. Fails only when the metrics address cannot be bound: the
 /// controllers themselves wait for the API and retry with back-off.
 pub async fn start(client: kube::Client, config: Config) -> Result<Running, Error> {
@@ -315,6 +322,22 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
         metrics.clone(),
         stopped(stop_rx.clone()),
     )));
+    if let Some(pool) = config
+        .lb_pool
+        .and_then(|(first, last)| loadbalancer::Pool::new(first, last))
+    {
+        tasks.push(tokio::spawn(loadbalancer::run(
+            client.clone(),
+            pool,
+            Arc::new(events::Recorder::new(
+                client.clone(),
+                "kins-lb-controller",
+                &config.instance,
+            )),
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        )));
+    }
     tasks.push(tokio::spawn(scheduler::run(
         client,
         &config,

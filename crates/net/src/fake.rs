@@ -275,6 +275,14 @@ impl Net for FakeNet {
         Ok(self.link_mut(&mut w, ifname)?.addrs.clone())
     }
 
+    fn del_addr(&self, ifname: &str, addr: Ipv4Net) -> Result<bool> {
+        let mut w = self.call(format!("del_addr {ifname} {addr}"))?;
+        let l = self.link_mut(&mut w, ifname)?;
+        let before = l.addrs.len();
+        l.addrs.retain(|a| *a != addr);
+        Ok(l.addrs.len() != before)
+    }
+
     fn add_route(&self, route: &Route) -> Result<()> {
         let mut w = self.call(format!("add_route {route}"))?;
         let ns = w.ns(&self.ns);

@@ -71,6 +71,10 @@ pub trait Net: Send + Sync {
     /// The IPv4 addresses of `ifname`.
     fn addrs(&self, ifname: &str) -> Result<Vec<Ipv4Net>>;
 
+    /// Removes the address `addr` (with its prefix) from `ifname`; false if it was not
+    /// there.
+    fn del_addr(&self, ifname: &str, addr: Ipv4Net) -> Result<bool>;
+
     /// Adds a route to the main table; fails if the same route exists.
     fn add_route(&self, route: &Route) -> Result<()>;
 

@@ -422,6 +422,31 @@ impl Net for RtNet {
         Ok(out)
     }
 
+    fn del_addr(&self, ifname: &str, addr: Ipv4Net) -> Result<bool> {
+        let index = match self.index(ifname) {
+            Ok(i) => i,
+            Err(Error::NoSuchLink { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = addr.prefix_len();
+        msg.header.index = index;
+        let ip = IpAddr::V4(addr.addr());
+        msg.attributes.push(AddressAttribute::Local(ip));
+        msg.attributes.push(AddressAttribute::Address(ip));
+        match self.conn().request(
+            "delete address",
+            &format!("{addr} on {ifname}"),
+            RouteNetlinkMessage::DelAddress(msg),
+            0,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(Errno::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn add_route(&self, route: &Route) -> Result<()> {
         self.new_route("add route", route, NLM_F_EXCL)
     }

@@ -27,6 +27,10 @@ pub struct Args {
     /// Where to serve Prometheus metrics on /metrics (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub metrics_bind: SocketAddr,
+    /// The addresses LoadBalancer Services get theirs from, as FIRST-LAST (like
+    /// 172.29.1.200-172.29.1.250); without it, LoadBalancer Services get no address.
+    #[arg(long)]
+    pub lb_pool: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -37,6 +41,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cfg.node_monitor_grace_period = controllers::parse_duration(&args.node_monitor_grace_period)
         .map_err(|e| Usage(format!("--node-monitor-grace-period: {e}")))?;
     cfg.metrics_bind = Some(args.metrics_bind);
+    if let Some(p) = &args.lb_pool {
+        let pool = controllers::loadbalancer::Pool::parse(p).ok_or_else(|| {
+            Usage(format!(
+                "--lb-pool: {p:?}: want FIRST-LAST, two IPv4 addresses, the first not after the last"
+            ))
+        })?;
+        cfg.lb_pool = Some((pool.first, pool.last));
+    }
     cfg.instance = format!("kins-controller-manager-{}", args.cluster);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

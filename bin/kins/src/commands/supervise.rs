@@ -21,6 +21,17 @@ fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// The LoadBalancer address pool on a node network: x.y.z.200-x.y.z.250.
+pub fn lb_pool(net: &lab::topology::NodeNet) -> String {
+    let o = net.base.octets();
+    format!(
+        "{a}.{b}.{c}.200-{a}.{b}.{c}.250",
+        a = o[0],
+        b = o[1],
+        c = o[2]
+    )
+}
+
 /// The processes a cluster needs, from its configuration.
 pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
     let mut out = Vec::new();
@@ -55,18 +66,22 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
         argv: api,
         log: paths.logs().join("apiserver.log"),
     });
+    let mut cm = vec![
+        exe.to_string(),
+        "controller-manager".into(),
+        "--cluster".into(),
+        cfg.name.clone(),
+        "--kubeconfig".into(),
+        s(&paths.kubeconfig()),
+        "--cluster-cidr".into(),
+        cfg.cluster_cidr.clone(),
+    ];
+    if let Some(pool) = cfg.node_net().map(|n| lb_pool(&n)) {
+        cm.extend(["--lb-pool".into(), pool]);
+    }
     out.push(ChildSpec {
         name: "controller-manager".into(),
-        argv: vec![
-            exe.to_string(),
-            "controller-manager".into(),
-            "--cluster".into(),
-            cfg.name.clone(),
-            "--kubeconfig".into(),
-            s(&paths.kubeconfig()),
-            "--cluster-cidr".into(),
-            cfg.cluster_cidr.clone(),
-        ],
+        argv: cm,
         log: paths.logs().join("controller-manager.log"),
     });
     if let (Some(net), Some(url)) = (cfg.node_net(), agent_url) {
