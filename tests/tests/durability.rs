@@ -316,7 +316,13 @@ async fn down_and_up_keeps_everything() -> anyhow::Result<()> {
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
     }))?;
     let d = deploys.create(&PostParams::default(), &d).await?;
-    before.insert("deploy/web".into(), (d.uid().unwrap_or_default(), rv(&d)?));
+    // The deployment controller writes the Deployment's status (and so its
+    // resourceVersion) at any time: its spec's generation is what must survive.
+    let generation = |d: &Deployment| d.metadata.generation.unwrap_or(0) as u64;
+    before.insert(
+        "deploy/web".into(),
+        (d.uid().unwrap_or_default(), generation(&d)),
+    );
     let secrets: Api<Secret> = Api::namespaced(cl.clone(), "keep");
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "token"}, "data": {"password": "aHVudGVyMg=="}}),
@@ -369,7 +375,10 @@ async fn down_and_up_keeps_everything() -> anyhow::Result<()> {
     after.insert("svc/web".into(), (svc.uid().unwrap_or_default(), rv(&svc)?));
     let d = deploys.get("web").await?;
     ensure!(d.spec.as_ref().and_then(|s| s.replicas) == Some(2));
-    after.insert("deploy/web".into(), (d.uid().unwrap_or_default(), rv(&d)?));
+    after.insert(
+        "deploy/web".into(),
+        (d.uid().unwrap_or_default(), generation(&d)),
+    );
     let s = secrets.get("token").await?;
     let password = s
         .data
