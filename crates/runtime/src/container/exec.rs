@@ -185,13 +185,13 @@ pub fn run(state_dir: &Path, argv: &[String], timeout: Option<Duration>) -> Resu
             let code = start_code(&message);
             let mut buf = vec![code as u8];
             buf.extend_from_slice(message.as_bytes());
-            let _ = write_all(&report_w, &buf);
+            let _ = sys::write_all(&report_w, &buf);
             sys::exit_now(CANNOT_RUN)
         }
         Ok(ForkResult::Parent { child }) => child,
     };
     drop(report_w);
-    let report = read_to_end(&report_r);
+    let report = sys::read_to_end(&report_r);
     if let Some((code, message)) = report.split_first() {
         let _ = waitpid(child, None);
         return Err(ExecError::Start {
@@ -295,30 +295,6 @@ fn wait(child: Pid, timeout: Option<Duration>) -> Result<i32, ExecError> {
                 let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms.max(1)));
             }
             None => std::thread::sleep(Duration::from_millis(u64::from(ms.max(1)))),
-        }
-    }
-}
-
-fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), Errno> {
-    while !buf.is_empty() {
-        match nix::unistd::write(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn read_to_end(fd: &OwnedFd) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match nix::unistd::read(fd, &mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(Errno::EINTR) => {}
-            Err(_) => return out,
         }
     }
 }

@@ -180,7 +180,7 @@ fn start(cfg: &ContainerConfig, cgroup: Option<&AnyManager>) -> Result<Started, 
                 stderr: err_w,
             };
             let message = child::exec(cfg, &plan, fds);
-            let _ = write_all(&report_w, message.as_bytes());
+            let _ = sys::write_all(&report_w, message.as_bytes());
             sys::exit_now(1)
         }
         ForkResult::Parent { child } => {
@@ -195,12 +195,12 @@ fn start(cfg: &ContainerConfig, cgroup: Option<&AnyManager>) -> Result<Started, 
                 let _ = waitpid(child, None);
                 return Err(format!("adding the container to its cgroup: {e}"));
             }
-            if let Err(e) = write_all(&sync_w, b"1") {
+            if let Err(e) = sys::write_all(&sync_w, b"1") {
                 let _ = waitpid(child, None);
                 return Err(format!("starting the container: {}", errno_text(e)));
             }
             drop(sync_w);
-            let report = read_to_end(&report_r);
+            let report = sys::read_to_end(&report_r);
             if !report.is_empty() {
                 let _ = waitpid(child, None);
                 return Err(String::from_utf8_lossy(&report).into_owned());
@@ -210,30 +210,6 @@ fn start(cfg: &ContainerConfig, cgroup: Option<&AnyManager>) -> Result<Started, 
                 stdout: out_r,
                 stderr: err_r,
             })
-        }
-    }
-}
-
-fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), Errno> {
-    while !buf.is_empty() {
-        match nix::unistd::write(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn read_to_end(fd: &OwnedFd) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match nix::unistd::read(fd, &mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(Errno::EINTR) => {}
-            Err(_) => return out,
         }
     }
 }

@@ -153,3 +153,29 @@ pub fn exit_now(code: i32) -> ! {
     // parent's state is flushed or dropped, which is the point.
     unsafe { libc::_exit(code) }
 }
+
+/// Writes all of `buf` to a pipe (retrying on EINTR).
+pub fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a pipe until its end (or an error); what came so far.
+pub fn read_to_end(fd: &OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) => {}
+            Err(_) => return out,
+        }
+    }
+}
