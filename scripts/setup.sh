@@ -14,8 +14,9 @@ fi
 
 need_pkgs=()
 # nginx-light, curl and busybox-static are what the offline images (nginx,
-# curlimages/curl, busybox) are built from.
-for p in iproute2 nftables util-linux busybox-static curl nginx-light python3 python3-venv python3-pip ca-certificates gcc pkg-config; do
+# curlimages/curl, busybox) are built from; conntrack deletes stale UDP flows; iperf3,
+# dnsutils (dig), dnsperf and knot are for the tests and benchmarks.
+for p in iproute2 nftables conntrack util-linux busybox-static curl nginx-light python3 python3-venv python3-pip ca-certificates gcc pkg-config iperf3 dnsutils dnsperf knot; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -104,7 +104,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let nft: Arc<dyn proxy::Nft> = Arc::new(proxy::NftCommand {
         program: "nft".into(),
     });
-    let services = tokio::spawn(proxy::run(client.clone(), node, nft));
+    let conntrack: Arc<dyn proxy::Conntrack> = Arc::new(proxy::ConntrackCommand::default());
+    let services = tokio::spawn(proxy::run(client.clone(), node, nft, conntrack));
     // LoadBalancer addresses this node answers for (MetalLB's layer-2 speaker).
     let lb = tokio::spawn(lbannounce::run(client.clone(), cfg.clone()));
     let endpoint = server::bind(&cfg).await?;

@@ -25,13 +25,16 @@
 //!
 //! [`desired`] computes the elements (pure), [`full_script`] and [`diff_script`] write
 //! `nft -f` transactions, an [`Nft`] applies them and [`run`] keeps the table in step with
-//! the API. The packet mark is scratch space of this table inside the node's namespace.
+//! the API; after each change [`stale_udp`] names the UDP conntrack entries to delete.
+//! The packet mark is scratch space of this table inside the node's namespace.
 
+mod conntrack;
 mod model;
 mod nft;
 mod run;
 mod script;
 
+pub use conntrack::{stale_udp, Conntrack, ConntrackCommand, Flush, RecordingConntrack};
 pub use model::{
     buckets, desired, pick_classes, Bucket, Desired, Elem, Elements, Endpoint, Hairpin, IpPort,
     Mark, NoValue, NodeConfig, Proto, ProtoPort, Shape, SourceRange, Verdict, AFFINITY_MASK,
@@ -53,6 +56,9 @@ pub enum ProxyError {
     /// nft refused the script.
     #[error("nft failed ({status}): {stderr}")]
     Nft { status: String, stderr: String },
+    /// conntrack could not delete stale entries.
+    #[error("conntrack {args}: {stderr}")]
+    Conntrack { args: String, stderr: String },
     /// A watch of Services or EndpointSlices ended.
     #[error("watching {resource}: {message}")]
     Watch {

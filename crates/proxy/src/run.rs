@@ -10,6 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
 
+use crate::conntrack::{stale_udp, Conntrack};
 use crate::model::{desired, Desired, NodeConfig};
 use crate::nft::Nft;
 use crate::script::{diff_script, full_script};
@@ -23,21 +24,31 @@ const RETRY: Duration = Duration::from_secs(1);
 /// The table as last applied, and how to apply the next state.
 pub struct Proxy {
     nft: Arc<dyn Nft>,
+    conntrack: Arc<dyn Conntrack>,
+    /// The state last applied successfully (a failed transaction changes nothing).
     applied: Option<Desired>,
+    /// Write the whole table next time (first sync, or after a failure).
+    full_next: bool,
 }
 
 impl Proxy {
     /// A proxy that has applied nothing yet (its first sync writes the whole table).
-    pub fn new(nft: Arc<dyn Nft>) -> Self {
-        Proxy { nft, applied: None }
+    pub fn new(nft: Arc<dyn Nft>, conntrack: Arc<dyn Conntrack>) -> Self {
+        Proxy {
+            nft,
+            conntrack,
+            applied: None,
+            full_next: true,
+        }
     }
 
     /// Brings the table to `new`: the whole table the first time and after a failure, else
-    /// only the changed elements. Returns whether a script was applied.
+    /// only the changed elements; then deletes the UDP conntrack entries the change left
+    /// stale. Returns whether a script was applied.
     pub fn sync(&mut self, new: Desired) -> Result<bool, ProxyError> {
         let (script, full) = match &self.applied {
-            None => (Some(full_script(&new)), true),
-            Some(old) => (diff_script(old, &new), false),
+            Some(old) if !self.full_next => (diff_script(old, &new), false),
+            _ => (Some(full_script(&new)), true),
         };
         let Some(script) = script else {
             return Ok(false);
@@ -52,11 +63,20 @@ impl Proxy {
                     took_ms = started.elapsed().as_millis() as u64,
                     "applied"
                 );
+                if let Some(old) = &self.applied {
+                    for f in stale_udp(old, &new) {
+                        // A failed flush costs a client one stale flow, not the table.
+                        if let Err(e) = self.conntrack.flush(&f) {
+                            tracing::warn!(error = %e, "deleting stale UDP conntrack entries");
+                        }
+                    }
+                }
                 self.applied = Some(new);
+                self.full_next = false;
                 Ok(true)
             }
             Err(e) => {
-                self.applied = None;
+                self.full_next = true;
                 Err(e)
             }
         }
@@ -79,6 +99,7 @@ pub async fn run(
     client: kube::Client,
     node: NodeConfig,
     nft: Arc<dyn Nft>,
+    conntrack: Arc<dyn Conntrack>,
 ) -> Result<(), ProxyError> {
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, eps_writer) = reflector::store::<EndpointSlice>();
@@ -105,7 +126,7 @@ pub async fn run(
     });
     let mut events = stream::select(svc_events.boxed(), eps_events.boxed());
 
-    let mut proxy = Proxy::new(nft);
+    let mut proxy = Proxy::new(nft, conntrack);
     let (mut svc_ready, mut eps_ready) = (false, false);
     let mut dirty = false;
     let mut retry_at: Option<tokio::time::Instant> = None;

@@ -464,7 +464,7 @@ fn the_table_has_a_fixed_set_of_chains() {
 #[test]
 fn the_first_sync_is_full_then_diffs_and_full_again_after_a_failure() {
     let nft = Arc::new(RecordingNft::default());
-    let mut proxy = run::Proxy::new(nft.clone());
+    let mut proxy = run::Proxy::new(nft.clone(), Arc::new(RecordingConntrack::default()));
     let web = svc(
         "web",
         json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
@@ -490,5 +490,103 @@ fn the_first_sync_is_full_then_diffs_and_full_again_after_a_failure() {
     assert_eq!(
         nft.scripts().last().map(String::as_str),
         Some("table ip kins_proxy\ndelete table ip kins_proxy\n")
+    );
+}
+
+/// A UDP slice: `slice` with its port's protocol switched.
+fn udp(mut slice: Value) -> Value {
+    slice["ports"][0]["protocol"] = json!("UDP");
+    slice
+}
+
+fn check_stale(old: &[Value], new: &[Value], expect: &[Flush]) {
+    assert_eq!(stale_udp(&state(old), &state(new)), expect);
+}
+
+#[test]
+fn stale_udp_flows_are_those_of_removed_endpoints_and_of_frontends_that_had_none() {
+    let dns = |nodeport: bool| {
+        let mut spec = json!({"clusterIP": "10.96.0.10", "ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]});
+        if nodeport {
+            spec["type"] = json!("NodePort");
+            spec["ports"][0]["nodePort"] = json!(30053);
+        }
+        svc("dns", spec)
+    };
+    let eps = |ips: &[&'static str]| {
+        let eps: Vec<(&str, &str, bool)> = ips.iter().map(|ip| (*ip, "n2", true)).collect();
+        udp(slice("dns", ("", 5353), &eps))
+    };
+    let a = "10.244.2.7";
+    let b = "10.244.2.8";
+    let ip = |s: &str| s.parse().expect("literal");
+    // An endpoint goes: its flows go.
+    check_stale(
+        &[dns(false), eps(&[a, b])],
+        &[dns(false), eps(&[a])],
+        &[Flush::Endpoint(ip(b), 5353)],
+    );
+    // Nothing removed: nothing flushed.
+    check_stale(&[dns(false), eps(&[a])], &[dns(false), eps(&[a, b])], &[]);
+    // The service had none: the flows to its frontends (rejected until now) go.
+    check_stale(
+        &[dns(true), eps(&[])],
+        &[dns(true), eps(&[a])],
+        &[
+            Flush::Frontend(ip("10.96.0.10"), 53),
+            Flush::NodePort(30053),
+        ],
+    );
+    // The service goes with its endpoints.
+    check_stale(
+        &[dns(false), eps(&[a])],
+        &[],
+        &[Flush::Endpoint(ip(a), 5353)],
+    );
+    // TCP endpoints are left to TCP.
+    let web = svc(
+        "web",
+        json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}),
+    );
+    check_stale(
+        &[web.clone(), slice("web", ("", 8080), &[(a, "n2", true)])],
+        &[web, slice("web", ("", 8080), &[])],
+        &[],
+    );
+}
+
+#[test]
+fn a_sync_flushes_what_the_change_left_stale() {
+    let nft = Arc::new(RecordingNft::default());
+    let ct = Arc::new(RecordingConntrack::default());
+    let mut proxy = run::Proxy::new(nft, ct.clone());
+    let dns = svc(
+        "dns",
+        json!({"clusterIP": "10.96.0.10", "ports": [{"port": 53, "protocol": "UDP"}]}),
+    );
+    let one = state(&[
+        dns.clone(),
+        udp(slice("dns", ("", 53), &[("10.244.2.7", "n2", true)])),
+    ]);
+    let two = state(&[
+        dns,
+        udp(slice("dns", ("", 53), &[("10.244.2.8", "n2", true)])),
+    ]);
+    proxy.sync(one).expect("applies");
+    assert_eq!(
+        ct.flushed(),
+        [],
+        "the first sync has nothing to compare with"
+    );
+    proxy.sync(two).expect("applies");
+    assert_eq!(
+        ct.flushed(),
+        [Flush::Endpoint("10.244.2.7".parse().expect("literal"), 53)]
+    );
+    assert_eq!(
+        Flush::Endpoint("10.244.2.7".parse().expect("literal"), 53)
+            .args()
+            .join(" "),
+        "-D -p udp --reply-src 10.244.2.7 --reply-port-src 53"
     );
 }
