@@ -59,7 +59,9 @@ impl Cluster {
         Self::up_with(name, &["--nodes", &nodes.to_string()])
     }
 
-    /// `kins up --name NAME --api-port P EXTRA...` with a fresh data directory.
+    /// `kins up --name NAME --api-port P EXTRA...` with a fresh data directory; without
+    /// the DNS add-on unless EXTRA says `--dns=true` (tests of other parts stay
+    /// independent of it, and no test cluster can forward a query to the host's resolver).
     pub fn up_with(name: &str, extra: &[&str]) -> anyhow::Result<Cluster> {
         let data = tempfile::Builder::new().prefix("kins-test-").tempdir()?;
         let port = free_port();
@@ -71,6 +73,9 @@ impl Cluster {
         };
         let port_s = port.to_string();
         let mut args = vec!["up", "--name", name, "--api-port", port_s.as_str()];
+        if !extra.iter().any(|a| a.starts_with("--dns")) {
+            args.push("--dns=false");
+        }
         args.extend_from_slice(extra);
         let out = c.kins(&args)?;
         if !out.status.success() {

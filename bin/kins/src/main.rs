@@ -45,6 +45,8 @@ enum Command {
     /// Run a cluster's supervisor in the foreground (started by `kins up`).
     #[command(hide = true)]
     Supervise(commands::supervise::Args),
+    /// Run the cluster DNS server (kins-dns) in the foreground, as the coredns pods do.
+    Dns(commands::dns::Args),
     /// Run the controller manager (node IPAM, node lifecycle, scheduler) in the foreground.
     ControllerManager(commands::controller_manager::Args),
     /// The built-in CNI plugin (kins-bridge): CNI_COMMAND and friends in the environment.
@@ -72,12 +74,21 @@ fn main() -> ExitCode {
             | Command::Kubeconfig(_)
             | Command::Exec(_)
     );
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
-    });
+    let default = if quiet {
+        "warn"
+    } else if matches!(cli.command, Command::Dns(_)) {
+        // hickory-server logs every query at info: the Corefile's `log` plugin decides.
+        "info,hickory_server=warn,hickory_proto=warn"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs in files and containers stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Up(a) => commands::up::run(&cli.data_dir, a),
@@ -94,6 +105,7 @@ fn main() -> ExitCode {
         Command::Pause(a) => commands::pause::run(a),
         Command::Exec(a) => commands::exec::run(a),
         Command::ControllerManager(a) => commands::controller_manager::run(a),
+        Command::Dns(a) => commands::dns::run(a),
         Command::Cni(a) => commands::cni::run(a),
     };
     match result {

@@ -628,8 +628,12 @@ async fn drive(
 }
 
 /// "host packages: nginx 1.22, libc6 2.36, ..." → "host packages: nginx 1.22 (and 6 more
-/// packages: kins image ls --no-trunc)" so an event stays readable.
+/// packages: kins image ls --no-trunc)" so an event stays readable; "the kins binary ...;
+/// host packages: ..." → "the kins binary ...".
 fn short_origin(from: &str) -> String {
+    if let Some((binary, _)) = from.split_once("; ") {
+        return binary.to_string();
+    }
     let mut parts = from.split(", ");
     let first = parts.next().unwrap_or(from).to_string();
     match parts.count() {

@@ -2,6 +2,7 @@
 //! label and field selectors, validation, defaulting, patches, OpenAPI documents and
 //! table columns.
 
+pub mod addons;
 pub mod admission;
 pub mod defaults;
 pub mod meta;

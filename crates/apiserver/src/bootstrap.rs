@@ -1,6 +1,7 @@
 //! What a new cluster has before anyone asks: the four namespaces, their default
 //! ServiceAccounts and `kube-root-ca.crt` ConfigMaps, and the `kubernetes` Service with
-//! Endpoints and an EndpointSlice pointing at this API server.
+//! Endpoints and an EndpointSlice pointing at this API server; and, when configured, the
+//! DNS add-on's objects (`api::addons`), created once and then left to their users.
 
 use api::meta;
 use serde_json::{json, Value};
@@ -114,5 +115,20 @@ pub async fn bootstrap(st: &State) -> Result<(), ApiError> {
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": st.config.advertise.port()}]},
     });
     ensure(st, res("services", ""), Some("default"), svc).await?;
-    endpoints(st).await
+    endpoints(st).await?;
+    if st.config.dns_addon {
+        dns_addon(st).await;
+    }
+    Ok(())
+}
+
+/// Creates the DNS add-on's objects that are missing (an edited Corefile or a scaled
+/// Deployment is kept). A failure is logged: the cluster works without DNS.
+async fn dns_addon(st: &State) {
+    let ip = st.alloc.dns_ip().to_string();
+    for (plural, group, obj) in api::addons::dns_objects(&ip) {
+        if let Err(e) = ensure(st, res(plural, group), Some("kube-system"), obj).await {
+            tracing::warn!(resource = plural, error = %e, "could not create the DNS add-on");
+        }
+    }
 }

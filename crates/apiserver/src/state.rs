@@ -23,6 +23,8 @@ pub struct Config {
     pub cluster_domain: String,
     /// Watch history kept, in revisions.
     pub history: usize,
+    /// Whether the bootstrap creates the DNS add-on's objects (when missing).
+    pub dns_addon: bool,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             node_port_range: (30000, 32767),
             cluster_domain: "cluster.local".into(),
             history: 10_000,
+            dns_addon: false,
         }
     }
 }

@@ -100,10 +100,17 @@ pub struct ClusterConfig {
     pub node_net_index: u8,
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    /// Whether the DNS add-on (kins-dns as kube-system/coredns behind kube-dns) is made.
+    #[serde(default = "yes")]
+    pub dns: bool,
 }
 
 fn default_cluster_cidr() -> String {
     "10.244.0.0/16".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One node of a lab cluster.
@@ -237,6 +244,7 @@ mod tests {
             node_net: "172.29.1.0/24".into(),
             node_net_index: 1,
             nodes: vec![],
+            dns: true,
         };
         assert_eq!(c.next_node().name, "t1-worker");
         let mut c2 = c.clone();

@@ -31,6 +31,10 @@ pub struct Args {
     /// Watch history kept, in revisions.
     #[arg(long, default_value_t = 10_000)]
     pub history: usize,
+    /// Create the DNS add-on (kube-system: coredns Deployment running kins-dns, its
+    /// ConfigMap and ServiceAccount, the kube-dns Service) when missing.
+    #[arg(long)]
+    pub dns_addon: bool,
     /// File created once the server serves (removed at start).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cfg.advertise = args.advertise_address.unwrap_or(args.bind[0]);
     cfg.extra_sans = args.tls_san.clone();
     cfg.history = args.history;
+    cfg.dns_addon = args.dns_addon;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     if let Some(r) = &args.ready_file {

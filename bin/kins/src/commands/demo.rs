@@ -88,6 +88,7 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
             node_cidr: None,
             node_port_range: "30000-32767".into(),
             api_port: None,
+            dns: None,
             timeout: 60,
         },
     )?;

@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod cni;
 pub mod controller_manager;
 pub mod demo;
+pub mod dns;
 pub mod down;
 pub mod exec;
 pub mod image;

@@ -32,6 +32,13 @@ pub fn lb_pool(net: &lab::topology::NodeNet) -> String {
     )
 }
 
+/// The kube-dns address pods resolve with: the service CIDR's tenth address.
+fn cluster_dns(service_cidr: &str) -> String {
+    apiserver::alloc::Cidr::parse(service_cidr)
+        .map(|c| c.nth(10).to_string())
+        .unwrap_or_else(|_| "10.96.0.10".into())
+}
+
 /// The processes a cluster needs, from its configuration.
 pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
     let mut out = Vec::new();
@@ -51,6 +58,9 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
         "--ready-file".into(),
         s(&super::up::ready_file(paths)),
     ];
+    if cfg.dns {
+        api.push("--dns-addon".into());
+    }
     let agent_url = cfg.agent_server_url();
     if let (Some(net), false) = (cfg.node_net(), cfg.nodes.is_empty()) {
         let gw = format!("{}:6443", net.gateway());
@@ -115,6 +125,8 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
                     s(&paths.data.join("nodes").join(&n.name)),
                     "--images-dir".into(),
                     s(&paths.data.join("images")),
+                    "--cluster-dns".into(),
+                    cluster_dns(&cfg.service_cidr),
                 ],
                 log: paths.logs().join(format!("agent-{}.log", n.name)),
             });

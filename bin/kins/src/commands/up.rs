@@ -34,6 +34,11 @@ pub struct Args {
     /// Loopback port of the API server (default: 6443 when free, else any free port).
     #[arg(long)]
     pub api_port: Option<u16>,
+    /// The DNS add-on (kube-system/coredns running kins-dns, Service kube-dns at the
+    /// service CIDR's tenth address): `--dns=false` for a cluster without it. Kept from
+    /// the first `up` unless given.
+    #[arg(long)]
+    pub dns: Option<bool>,
     /// Seconds to wait for the API and the nodes.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -262,10 +267,14 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
                 node_net: net.cidr(),
                 node_net_index: net.index,
                 nodes: vec![],
+                dns: true,
             }
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(dns) = args.dns {
+        cfg.dns = dns;
+    }
     if let Some(n) = args.nodes {
         while cfg.nodes.len() < n as usize {
             let next = cfg.next_node();

@@ -23,6 +23,8 @@ const RECIPE_SOURCES: &[(&str, &str)] = &[
     ("nginx.json", include_str!("../../recipes/nginx.json")),
     ("curl.json", include_str!("../../recipes/curl.json")),
     ("busybox.json", include_str!("../../recipes/busybox.json")),
+    ("dnsutils.json", include_str!("../../recipes/dnsutils.json")),
+    ("kins-dns.json", include_str!("../../recipes/kins-dns.json")),
 ];
 
 /// One image built from host packages (the schema of `recipes/*.json`).
@@ -40,6 +42,10 @@ pub struct Recipe {
     /// A static busybox installed at `path`, with one symlink per applet.
     #[serde(default)]
     pub busybox: Option<Busybox>,
+    /// The running kins binary itself (with its libraries), for add-ons such as the
+    /// cluster DNS: the image is rebuilt when the binary changes.
+    #[serde(default)]
+    pub kins: Option<KinsBinary>,
     /// Directories with their mode and owner.
     #[serde(default)]
     pub dirs: Vec<Dir>,
@@ -72,6 +78,44 @@ pub struct Busybox {
     /// `"bin"`: every applet of `busybox --list` as `/bin/<applet>`; `"full"`: the paths
     /// of `busybox --list-full`. Existing paths are never replaced.
     pub applets: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinsBinary {
+    /// Where it goes in the image.
+    pub path: String,
+}
+
+/// Says which kins binary an image was built from (version, size, modification time):
+/// the start of its built-from label, compared on every use.
+pub fn kins_fingerprint() -> Result<String, ImageError> {
+    let exe = std::env::current_exe().map_err(io_err("/proc/self/exe"))?;
+    let meta = fs::metadata(&exe).map_err(io_err(&exe))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Ok(format!(
+        "{KINS_BINARY} {} of {} bytes modified at {mtime}",
+        env!("CARGO_PKG_VERSION"),
+        meta.len()
+    ))
+}
+
+const KINS_BINARY: &str = "the kins binary";
+
+/// Whether an image stored under a recipe's name was built from another kins binary than
+/// the running one (and so must be built again). Images loaded by users never are.
+pub fn stale(recipe: &Recipe, built_from: Option<&str>) -> bool {
+    if recipe.kins.is_none() {
+        return false;
+    }
+    match (built_from, kins_fingerprint()) {
+        (Some(b), Ok(fp)) => b.starts_with(KINS_BINARY) && !b.starts_with(&fp),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -521,6 +565,20 @@ fn tree(recipe: &Recipe) -> Result<Tree<'_>, ImageError> {
             t.copy_host(&lib, &b.package)?;
         }
     }
+    if let Some(k) = &recipe.kins {
+        let exe = std::env::current_exe().map_err(io_err("/proc/self/exe"))?;
+        t.add(
+            &rel(&k.path),
+            Node::File {
+                content: Content::Host(exe.clone()),
+                mode: 0o755,
+            },
+            false,
+        )?;
+        for lib in libraries(&exe.to_string_lossy())? {
+            t.copy_host(&lib, "libc6")?;
+        }
+    }
     for f in &recipe.files {
         if f.optional && fs::symlink_metadata(&f.path).is_err() {
             continue;
@@ -688,7 +746,10 @@ pub(crate) fn build(recipe: &Recipe, reference: &str) -> Result<Vec<u8>, ImageEr
     let t = tree(recipe)?;
     let layer = layer(&t)?;
     let diff_id = sha256_digest(&layer);
-    let built_from = built_from(&t.owners)?;
+    let mut built_from = built_from(&t.owners)?;
+    if recipe.kins.is_some() {
+        built_from = format!("{}; {built_from}", kins_fingerprint()?);
+    }
     let c = &recipe.config;
     let mut labels = serde_json::Map::new();
     labels.insert(LABEL_BUILT_FROM.to_string(), built_from.into());

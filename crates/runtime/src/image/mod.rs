@@ -188,9 +188,13 @@ impl ImageStore {
     /// for an image that cannot be pulled.
     pub fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
         let r = reference::parse(reference)?;
+        let recipe = build::recipe_for(&r);
+        let fresh = |img: &ResolvedImage| {
+            !recipe.is_some_and(|rec| build::stale(rec, img.built_from.as_deref()))
+        };
         {
             let _lock = self.lock(false)?;
-            if let Some(img) = self.lookup(&r)? {
+            if let Some(img) = self.lookup(&r)?.filter(fresh) {
                 return Ok(img);
             }
         }
@@ -202,7 +206,7 @@ impl ImageStore {
                 return Ok(img);
             }
         }
-        match build::recipe_for(&r) {
+        match recipe {
             Some(recipe) => self.build_locked(recipe, &r),
             None => Err(ImageError::NotAvailable {
                 reference: r.normalized(),
@@ -234,7 +238,9 @@ impl ImageStore {
         let _lock = self.lock(true)?;
         // Another node's agent may have built it while we waited for the lock.
         if let Some(img) = self.lookup(r)? {
-            return Ok(img);
+            if !build::stale(recipe, img.built_from.as_deref()) {
+                return Ok(img);
+            }
         }
         let norm = r.normalized();
         let archive = build::build(recipe, &norm)?;

@@ -683,7 +683,8 @@ fn unknown_image_is_a_pull_error() {
     assert_eq!(
         err.to_string(),
         "failed to pull image \"docker.io/library/foo:1\": no registry is reachable from kins: \
-         load it with \"kins image load\" (known offline images: nginx, curlimages/curl, busybox)"
+         load it with \"kins image load\" (known offline images: nginx, curlimages/curl, busybox, \
+         registry.k8s.io/e2e-test-images/jessie-dnsutils, kins.dev/kins-dns)"
     );
     // A pinned digest is never satisfied by a host build.
     let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -695,7 +696,7 @@ fn unknown_image_is_a_pull_error() {
 
 #[test]
 fn recipes_parse_and_missing_host_files_name_the_package() {
-    assert_eq!(build::recipes().len(), 3, "every recipe file parses");
+    assert_eq!(build::recipes().len(), 5, "every recipe file parses");
     let mut recipe = build::recipe_named("nginx").expect("nginx").clone();
     recipe.binaries[0].path = "/usr/sbin/nginx-not-here".into();
     let err = build::build(&recipe, "docker.io/library/nginx:latest").expect_err("missing");
@@ -780,4 +781,52 @@ fn busybox_image_runs_a_shell() {
     // build_host replaces the :latest image with an identical one.
     let again = s.build_host("busybox").expect("build_host");
     assert_eq!(again.id, img.id);
+}
+
+#[test]
+fn dnsutils_image_has_dig_and_getent() {
+    let (_d, s) = store();
+    let img = s
+        .resolve("registry.k8s.io/e2e-test-images/jessie-dnsutils:1.3")
+        .expect("build dnsutils");
+    let (ok, out, err) = run_in(
+        &img,
+        &["sh", "-c", "dig -v 2>&1; getent hosts localhost || true"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("DiG 9."), "{out}");
+}
+
+#[test]
+fn the_dns_image_is_the_running_binary_and_follows_it() {
+    let (_d, s) = store();
+    let img = s
+        .resolve("kins.dev/kins-dns:0.1.0")
+        .expect("build kins-dns");
+    assert!(img.built_now);
+    assert_eq!(img.config.entrypoint, ["/usr/local/bin/kins", "dns"]);
+    let from = img.built_from.clone().expect("built_from");
+    let fp = build::kins_fingerprint().expect("fingerprint");
+    assert!(from.starts_with(&fp), "{from}");
+    assert!(from.contains("libc6 "), "{from}");
+    // The binary in the image is the running one (here: this test program).
+    let exe = std::env::current_exe().expect("exe");
+    assert!(
+        fs::read(img.layers[0].join("usr/local/bin/kins")).expect("binary in the image")
+            == fs::read(&exe).expect("exe"),
+        "the image holds another binary"
+    );
+    assert!(!s.resolve("kins.dev/kins-dns:0.1.0").expect("hit").built_now);
+    // Built from another binary: stale; a user's own image under the name never is.
+    let recipe = build::recipe_named("kins.dev/kins-dns").expect("recipe");
+    assert!(build::stale(
+        recipe,
+        Some("the kins binary 0.0.1 of 1 bytes modified at 0; host packages: libc6")
+    ));
+    assert!(!build::stale(recipe, Some(&from)));
+    assert!(!build::stale(recipe, None));
+    assert!(!build::stale(
+        build::recipe_named("busybox").expect("busybox"),
+        Some("x")
+    ));
 }
