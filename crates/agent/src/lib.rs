@@ -57,6 +57,9 @@ pub struct Config {
     pub cluster_dns: String,
     /// The cluster domain (cluster.local).
     pub cluster_domain: String,
+    /// Pod traffic may only go to the cluster CIDR and this network (the lab's node
+    /// network); anything else is refused at the node. None: masquerade only.
+    pub egress_only_to: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

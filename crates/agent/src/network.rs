@@ -130,11 +130,22 @@ async fn sync_routes(cfg: &Config, peers: &BTreeMap<String, Peer>) -> Result<(),
     Ok(())
 }
 
-/// The nftables ruleset for pod egress masquerade, applied as one transaction.
-pub fn masquerade_ruleset(pod_cidr: &str, cluster_cidr: &str) -> String {
-    format!(
-        "table ip kins_masq\ndelete table ip kins_masq\ntable ip kins_masq {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {pod_cidr} ip daddr != {cluster_cidr} masquerade comment \"pod egress leaves the cluster CIDR\"\n  }}\n}}\n"
-    )
+/// The nftables ruleset for pod egress, applied as one transaction: masquerade when it
+/// leaves the cluster CIDR; and with `only_to` (the lab, whose host routes nothing out),
+/// pod traffic to anything outside the cluster CIDR and that network is refused at once
+/// (ICMP admin-prohibited) instead of vanishing at the host: a forwarded DNS query or a
+/// `curl` to the outside fails in a moment, not after a timeout.
+pub fn masquerade_ruleset(pod_cidr: &str, cluster_cidr: &str, only_to: Option<&str>) -> String {
+    let mut s = format!(
+        "table ip kins_masq\ndelete table ip kins_masq\ntable ip kins_masq {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {pod_cidr} ip daddr != {cluster_cidr} masquerade comment \"pod egress leaves the cluster CIDR\"\n  }}\n"
+    );
+    if let Some(net) = only_to {
+        s.push_str(&format!(
+            "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip saddr {pod_cidr} ip daddr != {{ {cluster_cidr}, {net} }} reject with icmp type admin-prohibited comment \"nothing leaves the lab: refused at once\"\n  }}\n"
+        ));
+    }
+    s.push_str("}\n");
+    s
 }
 
 /// Watches Nodes and keeps routes and masquerade in sync; publishes this node's podCIDR.
@@ -217,7 +228,11 @@ pub async fn run(
                 match run_cmd(
                     "nft",
                     &["-f", "-"],
-                    Some(&masquerade_ruleset(cidr, &cfg.cluster_cidr)),
+                    Some(&masquerade_ruleset(
+                        cidr,
+                        &cfg.cluster_cidr,
+                        cfg.egress_only_to.as_deref(),
+                    )),
                 )
                 .await
                 {
@@ -280,8 +295,13 @@ mod tests {
 
     #[test]
     fn masquerade_excludes_the_cluster_cidr() {
-        let r = masquerade_ruleset("10.244.1.0/24", "10.244.0.0/16");
+        let r = masquerade_ruleset("10.244.1.0/24", "10.244.0.0/16", None);
         assert!(r.contains("ip saddr 10.244.1.0/24 ip daddr != 10.244.0.0/16 masquerade"));
         assert!(r.starts_with("table ip kins_masq\ndelete table ip kins_masq\n"));
+        assert!(!r.contains("reject"));
+        let lab = masquerade_ruleset("10.244.1.0/24", "10.244.0.0/16", Some("172.29.1.0/24"));
+        assert!(lab.contains(
+            "ip saddr 10.244.1.0/24 ip daddr != { 10.244.0.0/16, 172.29.1.0/24 } reject with icmp type admin-prohibited"
+        ));
     }
 }

@@ -55,6 +55,10 @@ pub struct Args {
     pub cluster_dns: String,
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Refuse pod traffic to anything but the cluster CIDR and this CIDR (the lab passes
+    /// its node network: its host routes nothing out).
+    #[arg(long)]
+    pub egress_only_to: Option<String>,
 }
 
 /// The first global IPv4 address of the current network namespace.
@@ -137,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         images_dir,
         cluster_dns: args.cluster_dns.clone(),
         cluster_domain: args.cluster_domain.clone(),
+        egress_only_to: args.egress_only_to.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

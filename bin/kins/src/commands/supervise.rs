@@ -127,6 +127,8 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
                     s(&paths.data.join("images")),
                     "--cluster-dns".into(),
                     cluster_dns(&cfg.service_cidr),
+                    "--egress-only-to".into(),
+                    net.cidr(),
                 ],
                 log: paths.logs().join(format!("agent-{}.log", n.name)),
             });
