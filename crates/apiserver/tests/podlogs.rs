@@ -2,48 +2,31 @@
 //! on 127.0.0.1 (the agent crate's server over CRI files in a temporary directory), with the
 //! checks kube-apiserver makes, Status errors, following, and kubectl on top.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-const TOKEN: &str = "test-token-0123456789";
+mod common;
+
+use common::TOKEN;
 
 struct Env {
-    dir: tempfile::TempDir,
-    _running: apiserver::Running,
-    client: reqwest::Client,
-    url: String,
+    api: common::Server,
     /// The agent's data directory (logs/).
     data: PathBuf,
     run: PathBuf,
 }
 
 async fn env() -> anyhow::Result<Env> {
-    let dir = tempfile::tempdir()?;
-    let mut cfg = apiserver::Config::new(dir.path().join("apiserver"));
-    std::fs::create_dir_all(&cfg.data_dir)?;
-    std::fs::write(
-        cfg.data_dir.join("tokens.csv"),
-        format!("{TOKEN},tester,1,\"system:masters\"\n"),
-    )?;
-    let addr: SocketAddr = "127.0.0.1:0".parse()?;
-    cfg.bind = vec![addr];
-    cfg.advertise = addr;
-    let running = apiserver::start(cfg).await?;
-    let ca = std::fs::read_to_string(dir.path().join("apiserver/pki/ca.crt"))?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
-        .build()?;
-    let url = format!("https://127.0.0.1:{}", running.addrs[0].port());
+    let api = common::Server::start().await?;
+    let dir = api.dir.path();
 
     // The node's agent endpoint, trusting the cluster CA for client certificates.
-    let (data, run) = (dir.path().join("node/data"), dir.path().join("node/run"));
+    let (data, run) = (dir.join("node/data"), dir.join("node/run"));
     let endpoint = agent::server::Endpoint::bind(agent::server::Settings {
-        addr,
-        ca_pem: ca,
+        addr: "127.0.0.1:0".parse()?,
+        ca_pem: api.ca_pem.clone(),
         sans: vec!["127.0.0.1".into()],
         data_dir: data.clone(),
         run_dir: run.clone(),
@@ -51,14 +34,7 @@ async fn env() -> anyhow::Result<Env> {
     .await?;
     let port = endpoint.local_addr()?.port();
     tokio::spawn(endpoint.serve());
-    let e = Env {
-        dir,
-        _running: running,
-        client,
-        url,
-        data,
-        run,
-    };
+    let e = Env { api, data, run };
     let node = |name: &str, port: u16| {
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
@@ -74,8 +50,9 @@ async fn env() -> anyhow::Result<Env> {
 impl Env {
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let r = self
+            .api
             .client
-            .post(format!("{}{path}", self.url))
+            .post(format!("{}{path}", self.api.url))
             .bearer_auth(TOKEN)
             .json(body)
             .send()
@@ -108,10 +85,11 @@ impl Env {
 
     async fn logs(&self, pod: &str, query: &str) -> anyhow::Result<(u16, String)> {
         let r = self
+            .api
             .client
             .get(format!(
                 "{}/api/v1/namespaces/default/pods/{pod}/log?{query}",
-                self.url
+                self.api.url
             ))
             .bearer_auth(TOKEN)
             .send()
@@ -247,10 +225,11 @@ async fn follow_streams_live() -> anyhow::Result<()> {
     write(&state.join("pid"), &std::process::id().to_string())?;
 
     let mut r = e
+        .api
         .client
         .get(format!(
             "{}/api/v1/namespaces/default/pods/tail/log?follow=true&tailLines=1",
-            e.url
+            e.api.url
         ))
         .bearer_auth(TOKEN)
         .send()
@@ -279,15 +258,15 @@ async fn kubectl_logs() -> anyhow::Result<()> {
     let e = env().await?;
     let dir = e.pod("kc", Some("n1"), &["app"]).await?;
     write(&dir.join("app/0.log"), LOG)?;
-    let kubeconfig = e.dir.path().join("kubeconfig");
-    let ca = e.dir.path().join("apiserver/pki/ca.crt");
+    let kubeconfig = e.api.dir.path().join("kubeconfig");
+    let ca = e.api.ca_file();
     std::fs::write(
         &kubeconfig,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
              users:\n- name: u\n  user:\n    token: {TOKEN}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n\
              current-context: x\n",
-            e.url,
+            e.api.url,
             ca.display()
         ),
     )?;

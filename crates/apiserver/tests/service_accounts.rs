@@ -2,48 +2,18 @@
 //! TokenRequest subresource authenticate until their service account (or bound pod) is
 //! gone; new pods get the projected token volume; every namespace has `kube-root-ca.crt`.
 
-use std::net::SocketAddr;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "test-token-0123456789";
+mod common;
+
+use common::{Server as Api, TOKEN as ADMIN};
+
 const MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-struct Api {
-    _dir: tempfile::TempDir,
-    running: apiserver::Running,
-    client: reqwest::Client,
-    url: String,
-}
-
+/// Requests of these tests, on the shared in-process server.
 impl Api {
-    async fn start() -> anyhow::Result<Api> {
-        let dir = tempfile::tempdir()?;
-        std::fs::write(
-            dir.path().join("tokens.csv"),
-            format!("{ADMIN},tester,1,\"system:masters\"\n"),
-        )?;
-        let mut cfg = apiserver::Config::new(dir.path().to_path_buf());
-        let addr: SocketAddr = "127.0.0.1:0".parse()?;
-        cfg.bind = vec![addr];
-        cfg.advertise = addr;
-        let running = apiserver::start(cfg).await?;
-        let ca = std::fs::read(dir.path().join("pki/ca.crt"))?;
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-            .build()?;
-        let url = format!("https://127.0.0.1:{}", running.addrs[0].port());
-        Ok(Api {
-            _dir: dir,
-            running,
-            client,
-            url,
-        })
-    }
-
     /// One request with `token`; answers the status code and the JSON body (or Null).
     async fn call(
         &self,
@@ -329,7 +299,6 @@ async fn pod_bound_tokens_and_pod_admission() -> anyhow::Result<()> {
 async fn every_namespace_publishes_the_root_ca() -> anyhow::Result<()> {
     use reqwest::Method;
     let api = Api::start().await?;
-    let ca = std::fs::read_to_string(api._dir.path().join("pki/ca.crt"))?;
     let (code, _) = api
         .admin(
             Method::POST,
@@ -347,7 +316,7 @@ async fn every_namespace_publishes_the_root_ca() -> anyhow::Result<()> {
             )
             .await?;
         assert_eq!(code, 200, "{ns}: {cm}");
-        assert_eq!(cm["data"]["ca.crt"], ca, "{ns}");
+        assert_eq!(cm["data"]["ca.crt"], api.ca_pem, "{ns}");
     }
     // The token subresource is in discovery.
     let (_, list) = api.admin(Method::GET, "/api/v1", None).await?;

@@ -1,36 +1,11 @@
 //! API test without root: an API server in-process on a temporary data directory. A watch
 //! resumes from any revision in the history window and gets 410 Gone beyond it.
 
-use std::net::SocketAddr;
-
 use serde_json::{json, Value};
 
-const TOKEN: &str = "test-token-0123456789";
+mod common;
 
-async fn server() -> anyhow::Result<(
-    tempfile::TempDir,
-    apiserver::Running,
-    reqwest::Client,
-    String,
-)> {
-    let dir = tempfile::tempdir()?;
-    std::fs::write(
-        dir.path().join("tokens.csv"),
-        format!("{TOKEN},tester,1,\"system:masters\"\n"),
-    )?;
-    let mut cfg = apiserver::Config::new(dir.path().to_path_buf());
-    let addr: SocketAddr = "127.0.0.1:0".parse()?;
-    cfg.bind = vec![addr];
-    cfg.advertise = addr;
-    let running = apiserver::start(cfg).await?;
-    let ca = std::fs::read(dir.path().join("pki/ca.crt"))?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-        .build()?;
-    let url = format!("https://127.0.0.1:{}", running.addrs[0].port());
-    Ok((dir, running, client, url))
-}
+use common::TOKEN;
 
 async fn create(c: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<i64> {
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
@@ -50,7 +25,13 @@ async fn create(c: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<i6
 
 #[tokio::test]
 async fn watch_resumes_in_the_window_and_is_gone_beyond_it() -> anyhow::Result<()> {
-    let (_dir, running, c, url) = server().await?;
+    let common::Server {
+        dir: _dir,
+        running,
+        client: c,
+        url,
+        ..
+    } = common::Server::start().await?;
     let first = create(&c, &url, "cm-0").await?;
     let mut last = first;
     for i in 1..20 {

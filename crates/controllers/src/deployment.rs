@@ -26,13 +26,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::replicaset::{
-    adopt_patch, claim, controller_of, controller_ref, release_patch, rv, selector_matches, Claim,
+    adopt_patch, claim, controller_of, controller_ref, owners_of, release_patch, rv, Claim,
     Expectations, Expected, STALE_RETRY,
 };
 use crate::runner::{self, Ready, Reconciler};
@@ -1160,31 +1160,6 @@ impl Reconciler for Deployments {
     }
 }
 
-/// The Deployments a ReplicaSet concerns: its controller if that is a Deployment, else (an
-/// orphan) those of its namespace whose selector matches it.
-fn deployments_of(ds: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
-    let ns = rs.namespace().unwrap_or_default();
-    if let Some(r) = controller_of(&rs.metadata) {
-        return if r.kind == "Deployment" {
-            vec![ObjectRef::new(&r.name).within(&ns)]
-        } else {
-            Vec::new()
-        };
-    }
-    let empty = BTreeMap::new();
-    let labels = rs.metadata.labels.as_ref().unwrap_or(&empty);
-    ds.state()
-        .iter()
-        .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|d| {
-            d.spec
-                .as_ref()
-                .is_some_and(|s| selector_matches(&s.selector, labels))
-        })
-        .map(|d| ObjectRef::from_obj(d.as_ref()))
-        .collect()
-}
-
 /// Runs the Deployment controller until `shutdown`.
 pub fn run(
     client: Client,
@@ -1200,10 +1175,14 @@ pub fn run(
         watcher::Config::default(),
     );
     let d_store = ds.clone();
-    let controller = runner::controller(ds, d_events)
-        .watches_stream(rs_events.touched_objects(), move |rs: ReplicaSet| {
-            deployments_of(&d_store, &rs)
-        });
+    let controller = runner::controller(ds, d_events).watches_stream(
+        rs_events.touched_objects(),
+        move |rs: ReplicaSet| {
+            owners_of(&d_store, &rs.metadata, |d: &Deployment| {
+                d.spec.as_ref().map(|s| &s.selector)
+            })
+        },
+    );
     let reconciler = Arc::new(Deployments {
         client,
         rss,

@@ -27,7 +27,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::podgc::{is_terminal, node_name};
@@ -90,6 +90,36 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .unwrap_or_default()
         .iter()
         .find(|r| r.controller == Some(true))
+}
+
+/// The owners of kind `K` an object (`meta`) concerns: its controller if that is a `K`
+/// (nothing if something else controls it), else (an orphan) those `K`s of its namespace
+/// whose selector, as `selector` reads it, matches its labels.
+pub fn owners_of<K>(
+    owners: &Store<K>,
+    meta: &ObjectMeta,
+    selector: impl Fn(&K) -> Option<&LabelSelector>,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let ns = meta.namespace.clone().unwrap_or_default();
+    if let Some(r) = controller_of(meta) {
+        return if r.kind == K::kind(&()) {
+            vec![ObjectRef::new(&r.name).within(&ns)]
+        } else {
+            Vec::new()
+        };
+    }
+    let empty = BTreeMap::new();
+    let labels = meta.labels.as_ref().unwrap_or(&empty);
+    owners
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+        .filter(|o| selector(o).is_some_and(|s| selector_matches(s, labels)))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// What a controller does with an object its selector may concern (Kubernetes'
@@ -587,31 +617,6 @@ impl Reconciler for ReplicaSets {
     }
 }
 
-/// The ReplicaSets a pod concerns: its controller if that is a ReplicaSet, else (an orphan)
-/// those of its namespace whose selector matches it.
-fn replicasets_of_pod(rss: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
-    let ns = pod.namespace().unwrap_or_default();
-    if let Some(r) = controller_of(&pod.metadata) {
-        return if r.kind == "ReplicaSet" {
-            vec![ObjectRef::new(&r.name).within(&ns)]
-        } else {
-            Vec::new()
-        };
-    }
-    let empty = BTreeMap::new();
-    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    rss.state()
-        .iter()
-        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|rs| {
-            rs.spec
-                .as_ref()
-                .is_some_and(|s| selector_matches(&s.selector, labels))
-        })
-        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-        .collect()
-}
-
 /// Runs the ReplicaSet controller until `shutdown`.
 pub fn run(
     client: Client,
@@ -625,10 +630,14 @@ pub fn run(
     let (pods, pods_ready, pod_events) =
         runner::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let rs_store = rss.clone();
-    let controller = runner::controller(rss, rs_events)
-        .watches_stream(pod_events.touched_objects(), move |pod: Pod| {
-            replicasets_of_pod(&rs_store, &pod)
-        });
+    let controller = runner::controller(rss, rs_events).watches_stream(
+        pod_events.touched_objects(),
+        move |pod: Pod| {
+            owners_of(&rs_store, &pod.metadata, |rs: &ReplicaSet| {
+                rs.spec.as_ref().map(|s| &s.selector)
+            })
+        },
+    );
     let reconciler = Arc::new(ReplicaSets {
         client,
         pods,
@@ -709,6 +718,54 @@ mod tests {
             json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "x", "operator": "Exists"}]}),
             false,
         );
+    }
+
+    #[test]
+    fn owners() {
+        let (store, mut writer) = kube::runtime::reflector::store::<ReplicaSet>();
+        let replicaset = |name: &str, ns: &str, app: &str| -> ReplicaSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")},
+                "spec": {"selector": {"matchLabels": {"app": app}},
+                         "template": {"metadata": {"labels": {"app": app}}}},
+            }))
+            .expect("valid replicaset")
+        };
+        for r in [
+            replicaset("web-a", "default", "web"),
+            replicaset("web-b", "default", "web"),
+            replicaset("db", "default", "db"),
+            replicaset("web-elsewhere", "other", "web"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(r));
+        }
+        let controlled_by = |kind: &str| {
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": kind,
+                "name": "web-b", "uid": "uid-web-b", "controller": true}]}})
+        };
+        let check = |labels: Value, extra: Value, want: &[&str]| {
+            let p = pod("p", labels, extra);
+            let mut got: Vec<String> = owners_of(&store, &p.metadata, |rs: &ReplicaSet| {
+                rs.spec.as_ref().map(|s| &s.selector)
+            })
+            .into_iter()
+            .inspect(|r| assert_eq!(r.namespace.as_deref(), Some("default")))
+            .map(|r| r.name)
+            .collect();
+            got.sort();
+            assert_eq!(got, want, "{:?}", p.metadata);
+        };
+        // An orphan: every matching ReplicaSet of its namespace.
+        check(json!({"app": "web"}), json!({}), &["web-a", "web-b"]);
+        check(json!({"app": "db"}), json!({}), &["db"]);
+        check(json!({"app": "cache"}), json!({}), &[]);
+        // Controlled: only its controller, whatever its labels say.
+        check(
+            json!({"app": "db"}),
+            controlled_by("ReplicaSet"),
+            &["web-b"],
+        );
+        check(json!({"app": "web"}), controlled_by("StatefulSet"), &[]);
     }
 
     #[test]
