@@ -141,7 +141,7 @@ pub fn masquerade_ruleset(pod_cidr: &str, cluster_cidr: &str, only_to: Option<&s
     );
     if let Some(net) = only_to {
         s.push_str(&format!(
-            "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip saddr {pod_cidr} ip daddr != {{ {cluster_cidr}, {net} }} reject with icmp type admin-prohibited comment \"nothing leaves the lab: refused at once\"\n  }}\n"
+            "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ct state new ip saddr {pod_cidr} ip daddr != {{ {cluster_cidr}, {net} }} reject with icmp type admin-prohibited comment \"nothing leaves the lab: refused at once\"\n  }}\n"
         ));
     }
     s.push_str("}\n");
@@ -301,7 +301,7 @@ mod tests {
         assert!(!r.contains("reject"));
         let lab = masquerade_ruleset("10.244.1.0/24", "10.244.0.0/16", Some("172.29.1.0/24"));
         assert!(lab.contains(
-            "ip saddr 10.244.1.0/24 ip daddr != { 10.244.0.0/16, 172.29.1.0/24 } reject with icmp type admin-prohibited"
+            "ct state new ip saddr 10.244.1.0/24 ip daddr != { 10.244.0.0/16, 172.29.1.0/24 } reject with icmp type admin-prohibited"
         ));
     }
 }

@@ -1,7 +1,7 @@
 //! What a new cluster has before anyone asks: the four namespaces, their default
 //! ServiceAccounts and `kube-root-ca.crt` ConfigMaps, and the `kubernetes` Service with
 //! Endpoints and an EndpointSlice pointing at this API server; and, when configured, the
-//! DNS add-on's objects (`api::addons`), created once and then left to their users.
+//! DNS add-on's objects (`api::addons`), created when missing (edits are kept).
 
 use api::meta;
 use serde_json::{json, Value};
@@ -122,8 +122,9 @@ pub async fn bootstrap(st: &State) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Creates the DNS add-on's objects that are missing (an edited Corefile or a scaled
-/// Deployment is kept). A failure is logged: the cluster works without DNS.
+/// Creates the DNS add-on's objects that are missing, at every start (an edited Corefile
+/// or a scaled Deployment is kept; a deleted object comes back, as with k3s's add-ons;
+/// `kins up --dns=false` stops that). A failure is logged: the cluster works without DNS.
 async fn dns_addon(st: &State) {
     let ip = st.alloc.dns_ip().to_string();
     for (plural, group, obj) in api::addons::dns_objects(&ip) {

@@ -16,9 +16,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
 
-use crate::answer::{kubernetes, Outcome, Response};
+use crate::answer::{kubernetes, Outcome, Response, Section};
 use crate::cache::Cache;
 use crate::corefile::{Corefile, Plugin, PodsMode};
 use crate::forward::{resolve_upstreams, Forwarder, SYSTEMD_RESOLV_CONF};
@@ -255,6 +255,25 @@ impl Block {
             .map(|r| LowerName::from(&r.name))
             .unwrap_or_else(|| name.clone());
         let mut response = self.run(index, metrics, &target, qtype, qclass, now).await;
+        // A CNAME answer (ExternalName) is followed through this server block, as CoreDNS
+        // does: stub resolvers (glibc, musl) do not chase it themselves.
+        for _ in 0..MAX_CNAME_HOPS {
+            if matches!(qtype, RecordType::CNAME | RecordType::ANY)
+                || response.rcode != ResponseCode::NoError
+            {
+                break;
+            }
+            let Some(next) = cname_to_follow(&response, qtype) else {
+                break;
+            };
+            let more = self.run(index, metrics, &next, qtype, qclass, now).await;
+            if more.answers.is_empty() {
+                break;
+            }
+            let mut answers = response.answers.records().to_vec();
+            answers.extend(more.answers.records().iter().cloned());
+            response.answers = Section::Owned(answers);
+        }
         if let Some(r) = &rewritten {
             if r.revert {
                 response.rename(&r.name, &Name::from(name.clone()));
@@ -317,6 +336,22 @@ impl Block {
         }
         Response::rcode(ResponseCode::ServFail)
     }
+}
+
+/// How many CNAMEs an answer follows (a loop stops there too).
+const MAX_CNAME_HOPS: usize = 8;
+
+/// The target of the answer's last record when it is a CNAME not answered yet for `qtype`.
+fn cname_to_follow(response: &Response, qtype: RecordType) -> Option<LowerName> {
+    let records = response.answers.records();
+    let RData::CNAME(cname) = &records.last()?.data else {
+        return None;
+    };
+    let target = LowerName::from(&cname.0);
+    let answered = records
+        .iter()
+        .any(|r| LowerName::from(&r.name) == target && r.record_type() == qtype);
+    (!answered).then_some(target)
 }
 
 /// `loadbalance`: rotates the address records of an answer by a random amount.

@@ -281,7 +281,9 @@ async fn udp_exchange(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     socket.send(query).await.map_err(|e| format!("send: {e}"))?;
-    let mut buf = vec![0u8; 65535];
+    // Queries advertise at most a few KiB (EDNS); a reply larger than this is cut and
+    // fails to parse, as a too-large reply would. 8 KiB per query in flight, not 64.
+    let mut buf = vec![0u8; 8192];
     loop {
         let n = socket
             .recv(&mut buf)

@@ -1167,3 +1167,45 @@ async fn live_reconfiguration() {
     );
     dns.shutdown().await;
 }
+
+#[tokio::test]
+async fn external_names_are_followed() {
+    let (c, index) = compile(
+        ".:53 {
+            hosts {
+                192.0.2.7 example.com
+                fallthrough
+            }
+            kubernetes cluster.local
+        }",
+    );
+    index.write().expect("lock").apply_service(&external(
+        "default",
+        "alias",
+        "web.default.svc.cluster.local",
+    ));
+    // Outside the zone, through the rest of the chain (hosts here, forward in a cluster).
+    check_chain(
+        &c,
+        &index,
+        "ext.other.svc.cluster.local. A",
+        "NOERROR\nanswer: ext.other.svc.cluster.local. 5 IN CNAME example.com.\nanswer: example.com. 3600 IN A 192.0.2.7",
+    )
+    .await;
+    // Inside the zone, from the index.
+    check_chain(
+        &c,
+        &index,
+        "alias.default.svc.cluster.local. A",
+        "NOERROR\nanswer: alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.\nanswer: web.default.svc.cluster.local. 5 IN A 10.96.0.10",
+    )
+    .await;
+    // Asked for the CNAME itself: not followed.
+    check_chain(
+        &c,
+        &index,
+        "alias.default.svc.cluster.local. CNAME",
+        "NOERROR\nanswer: alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.",
+    )
+    .await;
+}

@@ -505,48 +505,81 @@ fn check_stale(old: &[Value], new: &[Value], expect: &[Flush]) {
 
 #[test]
 fn stale_udp_flows_are_those_of_removed_endpoints_and_of_frontends_that_had_none() {
-    let dns = |nodeport: bool| {
-        let mut spec = json!({"clusterIP": "10.96.0.10", "ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]});
+    let dns = |name: &str, ip: &str, nodeport: bool| {
+        let mut spec = json!({"clusterIP": ip, "ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]});
         if nodeport {
             spec["type"] = json!("NodePort");
             spec["ports"][0]["nodePort"] = json!(30053);
         }
-        svc("dns", spec)
+        svc(name, spec)
     };
-    let eps = |ips: &[&'static str]| {
+    let eps = |name: &str, ips: &[&'static str]| {
         let eps: Vec<(&str, &str, bool)> = ips.iter().map(|ip| (*ip, "n2", true)).collect();
-        udp(slice("dns", ("", 5353), &eps))
+        udp(slice(name, ("", 5353), &eps))
     };
     let a = "10.244.2.7";
     let b = "10.244.2.8";
     let ip = |s: &str| s.parse().expect("literal");
-    // An endpoint goes: its flows go.
+    let cip = Some(ip("10.96.0.10"));
+    let gone = |dst, endpoint: &str| Flush::Translated {
+        dst,
+        port: 53,
+        endpoint: ip(endpoint),
+    };
+    // An endpoint goes: its flows through the service go.
     check_stale(
-        &[dns(false), eps(&[a, b])],
-        &[dns(false), eps(&[a])],
-        &[Flush::Endpoint(ip(b), 5353)],
+        &[dns("dns", "10.96.0.10", false), eps("dns", &[a, b])],
+        &[dns("dns", "10.96.0.10", false), eps("dns", &[a])],
+        &[gone(cip, b)],
     );
     // Nothing removed: nothing flushed.
-    check_stale(&[dns(false), eps(&[a])], &[dns(false), eps(&[a, b])], &[]);
-    // The service had none: the flows to its frontends (rejected until now) go.
     check_stale(
-        &[dns(true), eps(&[])],
-        &[dns(true), eps(&[a])],
+        &[dns("dns", "10.96.0.10", false), eps("dns", &[a])],
+        &[dns("dns", "10.96.0.10", false), eps("dns", &[a, b])],
+        &[],
+    );
+    // The endpoint leaves one service but stays behind another: only the first's flows go.
+    let other = || [dns("dns2", "10.96.0.11", false), eps("dns2", &[a])];
+    let mut before = vec![dns("dns", "10.96.0.10", false), eps("dns", &[a])];
+    before.extend(other());
+    let mut after = vec![dns("dns", "10.96.0.10", false), eps("dns", &[])];
+    after.extend(other());
+    check_stale(&before, &after, &[gone(cip, a)]);
+    // A NodePort's flows go with its endpoint too (on any local address).
+    check_stale(
+        &[dns("dns", "10.96.0.10", true), eps("dns", &[a, b])],
+        &[dns("dns", "10.96.0.10", true), eps("dns", &[b])],
         &[
-            Flush::Frontend(ip("10.96.0.10"), 53),
-            Flush::NodePort(30053),
+            Flush::Translated {
+                dst: None,
+                port: 30053,
+                endpoint: ip(a),
+            },
+            gone(cip, a),
+        ],
+    );
+    // The service had none: the flows made while it refused go.
+    check_stale(
+        &[dns("dns", "10.96.0.10", true), eps("dns", &[])],
+        &[dns("dns", "10.96.0.10", true), eps("dns", &[a])],
+        &[
+            Flush::Untranslated {
+                dst: None,
+                port: 30053,
+            },
+            Flush::Untranslated { dst: cip, port: 53 },
         ],
     );
     // The service goes with its endpoints.
     check_stale(
-        &[dns(false), eps(&[a])],
+        &[dns("dns", "10.96.0.10", false), eps("dns", &[a])],
         &[],
-        &[Flush::Endpoint(ip(a), 5353)],
+        &[gone(cip, a)],
     );
     // TCP endpoints are left to TCP.
     let web = svc(
         "web",
-        json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}),
+        json!({"clusterIP": "10.96.0.12", "ports": [{"port": 80}]}),
     );
     check_stale(
         &[web.clone(), slice("web", ("", 8080), &[(a, "n2", true)])],
@@ -579,14 +612,23 @@ fn a_sync_flushes_what_the_change_left_stale() {
         "the first sync has nothing to compare with"
     );
     proxy.sync(two).expect("applies");
+    let gone = Flush::Translated {
+        dst: Some("10.96.0.10".parse().expect("literal")),
+        port: 53,
+        endpoint: "10.244.2.7".parse().expect("literal"),
+    };
+    assert_eq!(ct.flushed(), [gone]);
     assert_eq!(
-        ct.flushed(),
-        [Flush::Endpoint("10.244.2.7".parse().expect("literal"), 53)]
+        gone.args().join(" "),
+        "-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --dst-nat 10.244.2.7"
     );
     assert_eq!(
-        Flush::Endpoint("10.244.2.7".parse().expect("literal"), 53)
-            .args()
-            .join(" "),
-        "-D -p udp --reply-src 10.244.2.7 --reply-port-src 53"
+        Flush::Untranslated {
+            dst: None,
+            port: 30053
+        }
+        .args()
+        .join(" "),
+        "-D -p udp --orig-port-dst 30053"
     );
 }

@@ -37,7 +37,7 @@ pub struct Args {
     /// The DNS add-on (kube-system/coredns running kins-dns, Service kube-dns at the
     /// service CIDR's tenth address): `--dns=false` for a cluster without it. Kept from
     /// the first `up` unless given.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub dns: Option<bool>,
     /// Seconds to wait for the API and the nodes.
     #[arg(long, default_value_t = 60)]

@@ -90,7 +90,7 @@ pub struct KinsBinary {
 /// Says which kins binary an image was built from (version, size, modification time):
 /// the start of its built-from label, compared on every use.
 pub fn kins_fingerprint() -> Result<String, ImageError> {
-    let exe = std::env::current_exe().map_err(io_err("/proc/self/exe"))?;
+    let exe = running_binary();
     let meta = fs::metadata(&exe).map_err(io_err(&exe))?;
     let mtime = meta
         .modified()
@@ -106,6 +106,13 @@ pub fn kins_fingerprint() -> Result<String, ImageError> {
 
 const KINS_BINARY: &str = "the kins binary";
 
+/// The running binary through `/proc/<pid>/exe`: still readable after a rebuild replaced
+/// the file on disk (the path `current_exe()` gives would then be gone), and a path `ldd`,
+/// another process, resolves to this binary too.
+fn running_binary() -> PathBuf {
+    PathBuf::from(format!("/proc/{}/exe", std::process::id()))
+}
+
 /// Whether an image stored under a recipe's name was built from another kins binary than
 /// the running one (and so must be built again). Images loaded by users never are.
 pub fn stale(recipe: &Recipe, built_from: Option<&str>) -> bool {
@@ -113,7 +120,10 @@ pub fn stale(recipe: &Recipe, built_from: Option<&str>) -> bool {
         return false;
     }
     match (built_from, kins_fingerprint()) {
-        (Some(b), Ok(fp)) => b.starts_with(KINS_BINARY) && !b.starts_with(&fp),
+        (Some(b), Ok(fp)) => {
+            let binary = b.split_once("; ").map_or(b, |(binary, _)| binary);
+            binary.starts_with(KINS_BINARY) && binary != fp
+        }
         _ => false,
     }
 }
@@ -566,7 +576,7 @@ fn tree(recipe: &Recipe) -> Result<Tree<'_>, ImageError> {
         }
     }
     if let Some(k) = &recipe.kins {
-        let exe = std::env::current_exe().map_err(io_err("/proc/self/exe"))?;
+        let exe = running_binary();
         t.add(
             &rel(&k.path),
             Node::File {
