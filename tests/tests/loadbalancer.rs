@@ -2,7 +2,8 @@
 //! the controller gives the Service an address of the pool 172.29.N.200-250 and a node, that
 //! node's agent adds the address to its eth0 so the host's ARP finds it, and the proxy
 //! translates it to the pods; the address is released when the Service goes away or stops
-//! being a LoadBalancer, and `allocateLoadBalancerNodePorts: false` allocates no nodePort.
+//! being a LoadBalancer, and `allocateLoadBalancerNodePorts: false` allocates no nodePort;
+//! `loadBalancerSourceRanges` lets only the listed clients through, changed live.
 
 use std::process::Command;
 
@@ -169,5 +170,65 @@ fn loadbalancer_addresses_from_the_pool() -> Result<()> {
     create(&c, &lb_service("fourth", json!({})))?;
     let (ip4, _) = wait_assigned(&c, "fourth")?;
     ensure!(ip4 == ip2, "got {ip4}, want the released {ip2}");
+    Ok(())
+}
+
+#[test]
+fn loadbalancer_source_ranges_are_honoured() -> Result<()> {
+    let c = Cluster::up_nodes("lb-src", 1)?;
+    let n1 = "lb-src-worker";
+    let prefix = node_net_prefix(&c, n1)?;
+    create(&c, &web_pod("web-1", n1))?;
+    wait_running(&c, "web-1")?;
+    let node_net = format!("{prefix}.0/24");
+    let ranges = |r: &[&str]| json!({"spec": {"loadBalancerSourceRanges": r}}).to_string();
+    // Clients from the node network (the host) allowed: the host gets through.
+    create(
+        &c,
+        &lb_service(
+            "web",
+            json!({"loadBalancerSourceRanges": ["192.0.2.0/24", node_net]}),
+        ),
+    )?;
+    let (ip, _) = wait_assigned(&c, "web")?;
+    let url = format!("http://{ip}/");
+    let through = || -> Result<bool> {
+        let (code, body) = curl_host(&url)?;
+        Ok(code == 0 && body == "web-1")
+    };
+    wait_for("the allowed host to get through", 30, || {
+        Ok(through()?.then_some(()))
+    })?;
+    // Only a documentation range allowed, live: the host is dropped (curl times out).
+    kubectl(
+        &c,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "--type=merge",
+            "-p",
+            &ranges(&["192.0.2.0/24"]),
+        ],
+    )?;
+    wait_for("the host to be dropped", 30, || {
+        let (code, _) = curl_host(&url)?;
+        Ok((code == 28).then_some(()))
+    })?;
+    // And allowed again.
+    kubectl(
+        &c,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "--type=merge",
+            "-p",
+            &ranges(&["192.0.2.0/24", &node_net]),
+        ],
+    )?;
+    wait_for("the host to get through again", 30, || {
+        Ok(through()?.then_some(()))
+    })?;
     Ok(())
 }
