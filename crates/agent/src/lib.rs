@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod server;
 pub mod spec;
 pub mod state;
+pub mod stream;
 pub mod volumes;
 
 use std::net::Ipv4Addr;

@@ -1,6 +1,7 @@
 //! The agent's HTTPS endpoint, the kubelet's port 10250 for what kins serves of it:
 //! `GET /containerLogs/{namespace}/{pod}/{container}?<PodLogOptions>` (the API server
-//! proxies `pods/log` here) and `GET /healthz`.
+//! proxies `pods/log` here), the streaming endpoints `/exec/...` and `/portforward/...`
+//! (`stream`), and `GET /healthz`.
 //!
 //! The serving certificate is self-signed, made at start: the API server does not verify
 //! it, as kube-apiserver does not when `--kubelet-certificate-authority` is unset (kubeadm's
@@ -43,6 +44,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Holds `pods/<uid>/containers/<name>.<attempt>/` (whether a container still runs).
     pub run_dir: PathBuf,
+    /// The kins binary (`kins exec` runs exec sessions).
+    pub kins_exe: PathBuf,
 }
 
 /// A bound, not yet serving endpoint.
@@ -60,6 +63,7 @@ pub async fn bind(cfg: &Config) -> Result<Endpoint, AgentError> {
         sans: vec![cfg.node_ip.to_string(), cfg.node_name.clone()],
         data_dir: cfg.data_dir.clone(),
         run_dir: cfg.run_dir.clone(),
+        kins_exe: cfg.kins_exe.clone(),
     })
     .await
 }
@@ -153,7 +157,7 @@ impl Endpoint {
                     async move { Ok::<_, Infallible>(handle(&settings, client.as_ref(), req)) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                     .await;
             });
         }
@@ -193,7 +197,11 @@ fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
-fn handle<B>(settings: &Settings, client: Option<&Subject>, req: Request<B>) -> Response<Body> {
+fn handle<B: Send + 'static>(
+    settings: &Settings,
+    client: Option<&Subject>,
+    req: Request<B>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
@@ -229,6 +237,13 @@ fn handle<B>(settings: &Settings, client: Option<&Subject>, req: Request<B>) -> 
                 Err(LogError::BadRequest(m)) => text(StatusCode::BAD_REQUEST, m),
                 Err(LogError::NotFound(m)) => text(StatusCode::NOT_FOUND, m),
             }
+        }
+        [root, ..] if root == "exec" || root == "attach" || root == "portforward" => {
+            let ctx = crate::stream::Context {
+                run_dir: settings.run_dir.clone(),
+                kins_exe: settings.kins_exe.clone(),
+            };
+            crate::stream::handle(&ctx, &segs, req)
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }

@@ -80,6 +80,7 @@ async fn node(ca: &Ca) -> anyhow::Result<Node> {
         sans: vec!["127.0.0.1".into()],
         data_dir: data.clone(),
         run_dir: run.clone(),
+        kins_exe: std::path::PathBuf::from("kins"),
     })
     .await?;
     let url = format!("https://{}", endpoint.local_addr()?);

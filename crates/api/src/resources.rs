@@ -114,7 +114,7 @@ pub static RESOURCES: &[Resource] = &[
         "pod",
         true,
         &["po"],
-        &["status", "binding", "log"],
+        &["status", "binding", "log", "exec", "attach", "portforward"],
         ALL
     ),
     res!(

@@ -50,6 +50,7 @@ fn sub_verbs(sub: &str) -> &'static [&'static str] {
         "status" | "scale" => &["get", "patch", "update"],
         "binding" | "token" => &["create"],
         "log" => &["get"],
+        "exec" | "attach" | "portforward" => &["create", "get"],
         "finalize" => &["update"],
         _ => &["get"],
     }

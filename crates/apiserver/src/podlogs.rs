@@ -167,7 +167,7 @@ pub fn agent_url(
     url
 }
 
-fn agent_error(code: u16, message: String) -> ApiError {
+pub(crate) fn agent_error(code: u16, message: String) -> ApiError {
     let reason = match code {
         400 => "BadRequest",
         401 => "Unauthorized",

@@ -243,6 +243,9 @@ async fn route(st: Arc<State>, req: Request) -> Result<Response, ApiError> {
         ["apis", g, v, rest @ ..] => parse_target(g, v, rest)?,
         _ => return Err(ApiError::path_not_found()),
     };
+    if crate::podstream::is_stream(&target) {
+        return crate::podstream::serve(&st, &target, req).await;
+    }
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY + 1)
         .await

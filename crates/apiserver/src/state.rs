@@ -56,6 +56,8 @@ pub struct State {
     pub tokens: RwLock<Tokens>,
     /// Talks to the agents' endpoints (pods/log) with the kubelet client certificate.
     pub kubelet_client: reqwest::Client,
+    /// The same identity for the streaming subresources (exec, attach, portforward).
+    pub kubelet_tls: std::sync::Arc<rustls::ClientConfig>,
     /// Signs and checks service-account tokens.
     pub sa_keys: crate::satoken::TokenKeys,
     /// The cluster CA (PEM), published in every namespace as `kube-root-ca.crt`.

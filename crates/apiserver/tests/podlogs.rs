@@ -30,6 +30,7 @@ async fn env() -> anyhow::Result<Env> {
         sans: vec!["127.0.0.1".into()],
         data_dir: data.clone(),
         run_dir: run.clone(),
+        kins_exe: std::path::PathBuf::from("kins"),
     })
     .await?;
     let port = endpoint.local_addr()?.port();

@@ -201,7 +201,14 @@ fn main() {
             .ok()
             .and_then(|t| t.parse().ok())
             .map(Duration::from_millis);
-        let code = match exec::run(Path::new(&state), &argv, timeout) {
+        let code = match exec::run(
+            Path::new(&state),
+            &argv,
+            &exec::Options {
+                timeout,
+                tty: false,
+            },
+        ) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("{e}");

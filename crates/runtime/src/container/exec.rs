@@ -24,6 +24,16 @@ use nix::unistd::{ForkResult, Pid};
 use super::cgroup::{self, Manager};
 use super::{caps, child, errno_text, io_text, sys, ContainerConfig};
 
+/// How a command is run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Kill the command (and its process group) after this long.
+    pub timeout: Option<Duration>,
+    /// Descriptor 0 is a terminal: the command gets a session of its own with that
+    /// terminal as its controlling terminal (`kubectl exec -t`).
+    pub tty: bool,
+}
+
 /// Exit code of a command that could not be run (`kubectl exec` and Docker use it).
 pub const CANNOT_RUN: i32 = 126;
 /// Exit code of a command that does not exist.
@@ -106,7 +116,8 @@ fn start_code(message: &str) -> i32 {
 
 /// Runs `argv` in the container whose shim state is in `state_dir` and returns the
 /// command's exit code (128 + the signal number when it was killed by one).
-pub fn run(state_dir: &Path, argv: &[String], timeout: Option<Duration>) -> Result<i32, ExecError> {
+pub fn run(state_dir: &Path, argv: &[String], opts: &Options) -> Result<i32, ExecError> {
+    let timeout = opts.timeout;
     if argv.is_empty() {
         return Err(ExecError::Start {
             message: "no command given".into(),
@@ -178,7 +189,7 @@ pub fn run(state_dir: &Path, argv: &[String], timeout: Option<Duration>) -> Resu
         Err(e) => return Err(ExecError::Setup(format!("fork: {}", errno_text(e)))),
         Ok(ForkResult::Child) => {
             drop(report_r);
-            let message = match child_exec(&cfg, argv, caps, timeout.is_some()) {
+            let message = match child_exec(&cfg, argv, caps, timeout.is_some(), opts.tty) {
                 Ok(never) => match never {},
                 Err(m) => m,
             };
@@ -209,8 +220,13 @@ fn child_exec(
     argv: &[String],
     caps: Option<u64>,
     own_group: bool,
+    tty: bool,
 ) -> Result<std::convert::Infallible, String> {
-    if own_group {
+    if tty {
+        // A session of its own (so also a process group) with the terminal on stdin.
+        sys::take_controlling_tty()
+            .map_err(|e| format!("setting the controlling terminal: {}", errno_text(e)))?;
+    } else if own_group {
         // Its own process group, so that a timeout kills what it started too.
         nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
             .map_err(|e| format!("setpgid: {}", errno_text(e)))?;
@@ -338,7 +354,7 @@ mod tests {
         std::fs::write(d.path().join("exit"), "0").expect("write");
         assert_eq!(running_pid(d.path()), None);
         assert_eq!(
-            run(d.path(), &["true".into()], None),
+            run(d.path(), &["true".into()], &Options::default()),
             Err(ExecError::Setup(format!(
                 "reading {}: no such file or directory",
                 d.path().join("config.json").display()
@@ -347,7 +363,7 @@ mod tests {
         let cfg = serde_json::to_vec(&ContainerConfig::default()).expect("json");
         std::fs::write(d.path().join("config.json"), cfg).expect("write");
         assert_eq!(
-            run(d.path(), &["true".into()], None),
+            run(d.path(), &["true".into()], &Options::default()),
             Err(ExecError::NotRunning)
         );
     }

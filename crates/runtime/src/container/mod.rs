@@ -142,3 +142,23 @@ pub struct LogConfig {
     /// Files kept, the current one included (kubelet default 5).
     pub max_files: u32,
 }
+
+/// Terminals for `kubectl exec -t`: a pseudo-terminal pair from the host's devpts, the
+/// slave end given to the command (its controlling terminal), the master kept by the
+/// caller, which sets the window size on it.
+pub mod pty {
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    /// A new pseudo-terminal: (master, slave).
+    pub fn open() -> Result<(OwnedFd, OwnedFd), String> {
+        let p = nix::pty::openpty(None, None)
+            .map_err(|e| format!("opening a pseudo-terminal: {}", super::errno_text(e)))?;
+        Ok((p.master, p.slave))
+    }
+
+    /// Sets the terminal's size in columns and rows.
+    pub fn resize(master: BorrowedFd<'_>, cols: u16, rows: u16) -> Result<(), String> {
+        super::sys::set_window_size(master, cols, rows)
+            .map_err(|e| format!("resizing the terminal: {}", super::errno_text(e)))
+    }
+}

@@ -179,3 +179,32 @@ pub fn read_to_end(fd: &OwnedFd) -> Vec<u8> {
         }
     }
 }
+
+/// setsid(2), then makes the terminal on descriptor 0 the controlling terminal of the new
+/// session (ioctl TIOCSCTTY), as a shell started on a terminal expects.
+pub fn take_controlling_tty() -> nix::Result<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and touches no memory.
+    let r = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    Errno::result(r).map(|_| ())
+}
+
+/// Sets a terminal's window size (ioctl TIOCSWINSZ).
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, cols: u16, rows: u16) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `ws` is a valid winsize alive for the call; TIOCSWINSZ only reads it.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        )
+    };
+    Errno::result(r).map(|_| ())
+}
