@@ -65,6 +65,7 @@ pub async fn run(
     }
     cmd.arg("--").args(&opts.command).kill_on_drop(true);
     let mut pumps = Vec::new();
+    let mut stdin_pump = None;
     let mut master_fd: Option<OwnedFd> = None;
     if opts.tty {
         let (master, slave) = match runtime::container::pty::open() {
@@ -98,7 +99,7 @@ pub async fn run(
     if let Some(master) = master_fd {
         let file = |fd: &OwnedFd| fd.try_clone().map(|f| tokio::fs::File::from_std(f.into()));
         if let (Some(stdin), Ok(w)) = (session.stdin.take(), file(&master)) {
-            tokio::spawn(pump(stdin, w));
+            stdin_pump = Some(tokio::spawn(pump(stdin, w)));
         }
         if let (Some(stdout), Ok(r)) = (session.stdout.take(), file(&master)) {
             pumps.push(tokio::spawn(pump(PtyReader(r), stdout)));
@@ -112,7 +113,7 @@ pub async fn run(
         }
     } else {
         if let (Some(from), Some(to)) = (session.stdin.take(), child.stdin.take()) {
-            tokio::spawn(pump(from, to));
+            stdin_pump = Some(tokio::spawn(pump(from, to)));
         }
         if let (Some(from), Some(to)) = (child.stdout.take(), session.stdout.take()) {
             pumps.push(tokio::spawn(pump(from, to)));
@@ -135,6 +136,10 @@ pub async fn run(
     // (A background process that keeps the output open is not waited for long.)
     let drained = futures::future::join_all(pumps);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
+    // The client's stdin has nowhere to go now: its stream ends (so the session can).
+    if let Some(p) = stdin_pump {
+        p.abort();
+    }
     let outcome = match status {
         Err(e) => Outcome::Failed(format!("waiting for the command: {e}")),
         Ok(s) => {

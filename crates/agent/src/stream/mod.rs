@@ -3,12 +3,14 @@
 //! kubelet's paths allow). The API server forwards `pods/exec` and `pods/portforward`
 //! here unchanged and splices the upgraded connections, so the protocols are spoken
 //! here: WebSocket `v5.channel.k8s.io` and `v4.channel.k8s.io` (exec, and port-forward's
-//! channel framing). SPDY/3.1, plain or tunnelled through WebSocket, is not spoken yet:
-//! such upgrades are refused with a message naming what is.
+//! channel framing), SPDY/3.1 tunnelled through WebSocket (`SPDY/3.1+portforward.k8s.io`,
+//! kubectl ≥ 1.31's port-forward) and plain SPDY/3.1 (older kubectl and client-go's
+//! fallback, for both). An offer of nothing spoken here is refused with the list of what is.
 
 pub mod exec;
 pub mod portforward;
 pub mod protocol;
+pub mod spdy;
 pub mod ws;
 
 use std::path::{Path, PathBuf};
@@ -139,7 +141,7 @@ where
     let Some(up) = upgrade_of(&req) else {
         return text(
             StatusCode::BAD_REQUEST,
-            "Upgrade request required: use WebSocket (v5.channel.k8s.io, v4.channel.k8s.io, SPDY/3.1+portforward.k8s.io) or SPDY/3.1",
+            "Upgrade request required: use WebSocket (v5.channel.k8s.io, v4.channel.k8s.io, SPDY/3.1+portforward.k8s.io) or SPDY/3.1 (portforward.k8s.io, v5.channel.k8s.io, v4.channel.k8s.io)",
         );
     };
     let (verb, ns, pod_name, uid, container) = match segs {
@@ -159,24 +161,12 @@ where
             format!("pod \"{pod_name}\" in namespace \"{ns}\" is not running on this node"),
         );
     };
-    let supported: &[&'static str] = match (verb, &up) {
-        ("portforward", Upgrade::WebSocket { .. }) => protocol::PORTFORWARD_WEBSOCKET,
-        (_, Upgrade::WebSocket { .. }) => protocol::EXEC_WEBSOCKET,
-        (_, Upgrade::Spdy { .. }) => {
-            // SPDY/3.1 (client-go's fallback) is not spoken yet: say what is.
-            let ws: &[&str] = if verb == "portforward" {
-                protocol::PORTFORWARD_WEBSOCKET
-            } else {
-                protocol::EXEC_WEBSOCKET
-            };
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "unable to upgrade: SPDY/3.1 is not supported by this kins agent; use WebSocket with one of: {}",
-                    ws.join(", ")
-                ),
-            );
-        }
+    let spdy = matches!(up, Upgrade::Spdy { .. });
+    let supported: &[&'static str] = match (verb, spdy) {
+        ("portforward", false) => protocol::PORTFORWARD_WEBSOCKET,
+        ("portforward", true) => protocol::PORTFORWARD_SPDY,
+        (_, false) => protocol::EXEC_WEBSOCKET,
+        (_, true) => protocol::EXEC_SPDY,
     };
     let offered = match &up {
         Upgrade::WebSocket { offered, .. } | Upgrade::Spdy { offered } => offered.clone(),
@@ -187,30 +177,44 @@ where
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     if verb == "portforward" {
-        let ports = match protocol::forward_ports(&query) {
-            Ok(p) => p,
-            Err(e) => return text(StatusCode::BAD_REQUEST, e),
-        };
-        if ports.is_empty() {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "query parameter \"port\" is required",
-            );
-        }
         let target = portforward::Target {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             uid: pod.uid.clone(),
             netns: state::netns_path(&ctx.run_dir, &pod.uid),
         };
+        // SPDY (plain or tunnelled) says the port in each stream; channels need `ports=`.
+        let ports = if spdy || chosen == protocol::TUNNEL {
+            Vec::new()
+        } else {
+            match protocol::forward_ports(&query) {
+                Ok(p) if p.is_empty() => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "query parameter \"port\" is required",
+                    )
+                }
+                Ok(p) => p,
+                Err(e) => return text(StatusCode::BAD_REQUEST, e),
+            }
+        };
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
             let io = TokioIo::new(upgraded);
+            if spdy {
+                spdy::portforward(::spdy::Session::serve(io), target).await;
+                return;
+            }
             let ws =
                 tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-            portforward::serve_channels(ws, chosen == protocol::V5, target, ports).await;
+            if chosen == protocol::TUNNEL {
+                let session = ::spdy::Session::serve(ws::bytes(ws));
+                spdy::portforward(session, target).await;
+            } else {
+                portforward::serve_channels(ws, chosen == protocol::V5, target, ports).await;
+            }
         });
         return switching(&up, chosen);
     }
@@ -230,12 +234,16 @@ where
         return text(StatusCode::BAD_REQUEST, m);
     }
     let kins_exe = ctx.kins_exe.clone();
-    tracing::debug!(namespace = %pod.namespace, pod = %pod.name, container, command = ?opts.command, protocol = chosen, "exec");
+    tracing::debug!(namespace = %pod.namespace, pod = %pod.name, container, command = ?opts.command, protocol = chosen, spdy, "exec");
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
         let io = TokioIo::new(upgraded);
+        if spdy {
+            spdy::exec(::spdy::Session::serve(io), &kins_exe, &state_dir, &opts).await;
+            return;
+        }
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         exec_websocket(ws, chosen == protocol::V5, &kins_exe, &state_dir, &opts).await;
     });

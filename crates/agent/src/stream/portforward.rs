@@ -1,9 +1,9 @@
 //! `kubectl port-forward`: every forwarded connection is a TCP connection to
 //! `127.0.0.1:<port>` opened from inside the pod's network namespace (as containerd does),
-//! copied both ways, over the WebSocket channel protocol (the Python client, kube-rs;
-//! kubectl's SPDY framing is not spoken yet): channels 2i and 2i+1 carry
-//! the data and errors of the i-th port of `ports=`, each starting with the port as two
-//! little-endian bytes.
+//! copied both ways. Over the WebSocket channel protocol (the Python client, kube-rs)
+//! channels 2i and 2i+1 carry the data and errors of the i-th port of `ports=`, each
+//! starting with the port as two little-endian bytes; over SPDY (kubectl) see
+//! [`super::spdy`]. The forward ends when the pod's network namespace goes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +25,13 @@ pub struct Target {
 }
 
 impl Target {
+    /// Resolves once the pod's network namespace is gone (the pod was deleted).
+    pub async fn gone(&self) {
+        while tokio::fs::try_exists(&self.netns).await.unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     fn error(&self, port: u16, e: &std::io::Error) -> String {
         format!(
             "error forwarding port {port} to pod {}/{}, uid {}: dial tcp4 127.0.0.1:{port}: connect: {}",
@@ -69,7 +76,26 @@ async fn splice(a: impl AsyncRead + AsyncWrite + Unpin, mut conn: TcpStream) {
     tokio::join!(up, down);
 }
 
-/// Port-forward over the WebSocket channel protocol, for the ports of the request.
+/// Forwards one connection: `data` to `port` in the pod, a failure written on `error`.
+pub async fn forward(
+    target: &Target,
+    port: u16,
+    data: impl AsyncRead + AsyncWrite + Unpin,
+    mut error: impl AsyncWrite + Unpin,
+) {
+    match connect(&target.netns, port).await {
+        Ok(conn) => splice(data, conn).await,
+        Err(e) => {
+            let msg = target.error(port, &e);
+            tracing::debug!(%msg, "port-forward");
+            let _ = error.write_all(msg.as_bytes()).await;
+        }
+    }
+    let _ = error.shutdown().await;
+}
+
+/// Port-forward over the WebSocket channel protocol, for the ports of the request, until
+/// the client goes or the pod does.
 pub async fn serve_channels(ws: Ws, v5: bool, target: Target, ports: Vec<u16>) {
     let wanted: Vec<u8> = (0..ports.len() as u8)
         .flat_map(|i| [2 * i, 2 * i + 1])
@@ -79,27 +105,20 @@ pub async fn serve_channels(ws: Ws, v5: bool, target: Target, ports: Vec<u16>) {
         let port = by_channel.get(usize::from(ch / 2))?;
         Some(Bytes::copy_from_slice(&port.to_le_bytes()))
     });
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for (i, port) in ports.into_iter().enumerate() {
         let data = chans.streams.remove(&(2 * i as u8));
         let error = chans.streams.remove(&(2 * i as u8 + 1));
-        let (Some(data), Some(mut error)) = (data, error) else {
+        let (Some(data), Some(error)) = (data, error) else {
             continue;
         };
         let target = target.clone();
-        tasks.push(tokio::spawn(async move {
-            match connect(&target.netns, port).await {
-                Ok(conn) => splice(data, conn).await,
-                Err(e) => {
-                    let msg = target.error(port, &e);
-                    tracing::debug!(%msg, "port-forward");
-                    let _ = error.write_all(msg.as_bytes()).await;
-                }
-            }
-            drop(error);
-        }));
+        tasks.spawn(async move { forward(&target, port, data, error).await });
     }
-    for t in tasks {
-        let _ = t.await;
+    let gone = target.gone();
+    tokio::select! {
+        _ = async { while tasks.join_next().await.is_some() {} } => {}
+        // Dropping the tasks ends their channels: the connection closes.
+        _ = gone => tracing::debug!(pod = %target.name, "port-forward: the pod is gone"),
     }
 }

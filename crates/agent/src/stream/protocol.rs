@@ -12,9 +12,15 @@ pub const V4: &str = "v4.channel.k8s.io";
 
 /// What exec and attach speak over WebSocket, preferred first.
 pub const EXEC_WEBSOCKET: &[&str] = &[V5, V4];
-/// What port-forward speaks over WebSocket: the channel protocol with one data and one
-/// error channel per port (the Python client, kube-rs).
-pub const PORTFORWARD_WEBSOCKET: &[&str] = &[V5, V4];
+/// SPDY/3.1 carried in WebSocket binary messages (kubectl ≥ 1.31's port-forward).
+pub const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+/// What port-forward speaks over WebSocket: SPDY tunnelled, or the channel protocol with
+/// one data and one error channel per port (the Python client, kube-rs).
+pub const PORTFORWARD_WEBSOCKET: &[&str] = &[TUNNEL, V5, V4];
+/// Port-forward's protocol over plain SPDY/3.1.
+pub const PORTFORWARD_SPDY: &[&str] = &["portforward.k8s.io"];
+/// What exec and attach speak over plain SPDY/3.1 (one stream per stdin/stdout/...).
+pub const EXEC_SPDY: &[&str] = &[V5, V4];
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -206,9 +212,20 @@ mod tests {
         check(
             &["SPDY/3.1+portforward.k8s.io"],
             PORTFORWARD_WEBSOCKET,
-            None,
+            Some(TUNNEL),
         );
         check(&["v4.channel.k8s.io"], PORTFORWARD_WEBSOCKET, Some(V4));
+        check(
+            &["portforward.k8s.io"],
+            PORTFORWARD_SPDY,
+            Some("portforward.k8s.io"),
+        );
+        check(
+            &["v4.channel.k8s.io", "v3.channel.k8s.io"],
+            EXEC_SPDY,
+            Some(V4),
+        );
+        check(&["v2.channel.k8s.io"], EXEC_SPDY, None);
         assert_eq!(
             unsupported(&["channel.k8s.io"], EXEC_WEBSOCKET),
             "unable to upgrade: none of the requested protocols (channel.k8s.io) is supported; the server supports: v5.channel.k8s.io, v4.channel.k8s.io"

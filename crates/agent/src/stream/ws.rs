@@ -81,13 +81,7 @@ pub fn channels(ws: Ws, wanted: &[u8], v5: bool, prefix: impl Fn(u8) -> Option<B
                 return;
             }
         }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
-        let _ = sink.close().await;
+        close_normally(sink).await;
     });
     // Reader: the client's messages to their channels.
     tokio::spawn(async move {
@@ -137,4 +131,54 @@ fn frame(ch: u8, data: &[u8]) -> Message {
     b.put_u8(ch);
     b.put_slice(data);
     Message::Binary(b.freeze())
+}
+
+/// The binary messages of `ws` as one byte stream, as kubectl ≥ 1.31 tunnels SPDY
+/// (`SPDY/3.1+portforward.k8s.io`): what arrives is read from the returned stream in
+/// order, every write leaves as one binary message, and shutting it down sends a normal
+/// close.
+pub fn bytes(ws: Ws) -> DuplexStream {
+    let (mut sink, mut source) = ws.split();
+    let (ours, theirs) = tokio::io::duplex(CHANNEL_BUFFER);
+    let (mut rd, mut wr) = tokio::io::split(ours);
+    tokio::spawn(async move {
+        while let Some(msg) = source.next().await {
+            match msg {
+                Ok(Message::Binary(b)) => {
+                    if wr.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let m = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+                    if sink.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        close_normally(sink).await;
+    });
+    theirs
+}
+
+/// Sends a normal close frame and closes the sink.
+async fn close_normally(mut sink: futures::stream::SplitSink<Ws, Message>) {
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+    let _ = sink.close().await;
 }

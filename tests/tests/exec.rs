@@ -1,0 +1,126 @@
+//! `kubectl exec` for real, as root, with every kubectl under test and over both of its
+//! transports (WebSocket v5, and SPDY/3.1 as `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`
+//! and client-go's fallback use): stdin piped in and out, exit codes, a named container,
+//! a pod on each node, a terminal (under `script`), and the errors for a missing
+//! container or command. The cluster is this test's own.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use anyhow::{ensure, Context, Result};
+use kins_tests::pods::{create, wait_running};
+use kins_tests::{fails, kubectls, ok, Cluster};
+
+/// kubectl `args`, over SPDY when `spdy`, with `stdin` written to it if given.
+fn kubectl(
+    c: &Cluster,
+    k: &Path,
+    spdy: bool,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<Output> {
+    let mut cmd = c.kubectl_cmd(k, args);
+    if spdy {
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().context("running kubectl")?;
+    if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
+        w.write_all(text.as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+fn pod(name: &str, node: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+  "spec": {{"nodeName": "{node}", "terminationGracePeriodSeconds": 0, "containers": [
+    {{"name": "app", "image": "busybox", "command": ["sleep", "3600"], "env": [{{"name": "WHO", "value": "app"}}]}},
+    {{"name": "side", "image": "busybox", "command": ["sleep", "3600"], "env": [{{"name": "WHO", "value": "side"}}]}}]}}}}"#
+    )
+}
+
+#[test]
+fn kubectl_exec() -> Result<()> {
+    let c = Cluster::up_nodes("kexec", 2)?;
+    create(&c, &pod("one", "kexec-worker"))?;
+    create(&c, &pod("two", "kexec-worker2"))?;
+    wait_running(&c, "one")?;
+    wait_running(&c, "two")?;
+    for k in kubectls() {
+        for spdy in [false, true] {
+            over(&c, &k, spdy).with_context(|| format!("{} spdy={spdy}", k.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn over(c: &Cluster, k: &Path, spdy: bool) -> Result<()> {
+    let run = |args: &[&str]| kubectl(c, k, spdy, args, None);
+    for p in ["one", "two"] {
+        // stdin in, stdout and stderr apart, the exit code through.
+        let script = "cat; echo oops >&2; exit 3";
+        let args = ["exec", "-i", p, "-c", "app", "--", "sh", "-c", script];
+        let out = kubectl(c, k, spdy, &args, Some("hello from stdin\n"))?;
+        ensure!(out.status.code() == Some(3), "{p}: exit {:?}", out.status);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(stdout == "hello from stdin\n", "{p}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            err.contains("oops") && err.contains("command terminated with exit code 3"),
+            "{err}"
+        );
+        // The named container: its environment and hostname (the pod's).
+        let side = ok(run(&[
+            "exec",
+            p,
+            "-c",
+            "side",
+            "--",
+            "sh",
+            "-c",
+            "echo $WHO $(hostname)",
+        ])?)?;
+        ensure!(side.trim() == format!("side {p}"), "{side}");
+        ensure!(ok(run(&["exec", p, "-c", "app", "--", "true"])?)?.is_empty());
+    }
+    // The container's own namespaces: its processes, not the host's.
+    let ps = ok(run(&[
+        "exec", "one", "-c", "app", "--", "ps", "-o", "pid,args",
+    ])?)?;
+    ensure!(
+        ps.contains("sleep 3600") && !ps.contains("kins agent"),
+        "{ps}"
+    );
+    // Errors: a container the pod does not have, a command the image does not have.
+    let e = fails(run(&["exec", "one", "-c", "nope", "--", "true"])?)?;
+    ensure!(e.contains("container nope is not valid for pod one"), "{e}");
+    let e = fails(run(&["exec", "one", "-c", "app", "--", "no-such-command"])?)?;
+    ensure!(e.contains("executable file not found"), "{e}");
+    let e = fails(run(&["exec", "missing", "--", "true"])?)?;
+    ensure!(e.contains("not found"), "{e}");
+    // A terminal: kubectl under script(1), so that its stdin is a tty; the size of
+    // kubectl's terminal arrives as a resize.
+    let cmd = format!(
+        "stty cols 100 rows 30; {} exec -it one -c app -- sh -c 'test -t 0 && echo is-a-tty; stty size'",
+        k.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.data.path())
+        .env(
+            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+            if spdy { "false" } else { "true" },
+        )
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(text.contains("is-a-tty"), "{text} {out:?}");
+    ensure!(text.contains("30 100"), "the terminal's size: {text}");
+    Ok(())
+}
