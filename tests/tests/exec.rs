@@ -124,3 +124,38 @@ fn over(c: &Cluster, k: &Path, spdy: bool) -> Result<()> {
     ensure!(text.contains("30 100"), "the terminal's size: {text}");
     Ok(())
 }
+
+/// `kubectl cp` both ways with a directory tree, into the host-built nginx image (kubectl
+/// runs `tar` in the container over exec, so the image must have one that works).
+#[test]
+fn kubectl_cp() -> Result<()> {
+    let c = Cluster::up_nodes("kcp", 1)?;
+    create(
+        &c,
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+  "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "nginx", "image": "nginx"}]}}"#,
+    )?;
+    wait_running(&c, "web")?;
+    let local = tempfile::tempdir()?;
+    let src = local.path().join("site");
+    std::fs::create_dir_all(src.join("css"))?;
+    std::fs::write(src.join("index.html"), "<h1>copied</h1>\n")?;
+    std::fs::write(src.join("css/site.css"), "h1 { color: teal }\n")?;
+    for (i, k) in kubectls().iter().enumerate() {
+        let dst = format!("/usr/share/nginx/html/site{i}");
+        let to = format!("web:{dst}");
+        ok(c.kubectl(k, &["cp", &src.to_string_lossy(), &to])?)?;
+        // nginx serves what was copied in.
+        let page = ok(c.kubectl(
+            k,
+            &["exec", "web", "--", "cat", &format!("{dst}/css/site.css")],
+        )?)?;
+        ensure!(page == "h1 { color: teal }\n", "{page}");
+        // And back out, the tree intact.
+        let back = local.path().join(format!("back{i}"));
+        ok(c.kubectl(k, &["cp", &to, &back.to_string_lossy()])?)?;
+        ensure!(std::fs::read_to_string(back.join("index.html"))? == "<h1>copied</h1>\n");
+        ensure!(std::fs::read_to_string(back.join("css/site.css"))? == "h1 { color: teal }\n");
+    }
+    Ok(())
+}
