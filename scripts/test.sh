@@ -11,6 +11,11 @@ if ! command -v vagrant >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant >/dev/null
 fi
+# Test-only: the official Python client, for its stream() exec and port-forward.
+if ! /opt/kins-tools/bin/python -c 'import kubernetes' >/dev/null 2>&1; then
+  echo "==> installing the Python kubernetes client into /opt/kins-tools"
+  /opt/kins-tools/bin/pip install -q --disable-pip-version-check kubernetes
+fi
 echo "==> the README's first command, as the Vagrant provisioner runs it"
 KINS_NAME=kins-qs bash scripts/quickstart.sh
 kins down --name kins-qs --purge

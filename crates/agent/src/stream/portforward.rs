@@ -61,7 +61,9 @@ pub async fn connect(netns: &Path, port: u16) -> std::io::Result<TcpStream> {
     TcpStream::from_std(std_stream)
 }
 
-/// Copies both ways until both directions ended.
+/// Copies both ways; once one direction has ended, the other gets a second to finish
+/// (as containerd does: a client that never half-closes, like the Python client's socket,
+/// still sees the end of the pod's answer).
 async fn splice(a: impl AsyncRead + AsyncWrite + Unpin, mut conn: TcpStream) {
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut cr, mut cw) = conn.split();
@@ -73,7 +75,12 @@ async fn splice(a: impl AsyncRead + AsyncWrite + Unpin, mut conn: TcpStream) {
         let _ = tokio::io::copy(&mut cr, &mut aw).await;
         let _ = aw.shutdown().await;
     };
-    tokio::join!(up, down);
+    tokio::pin!(up, down);
+    let rest = tokio::select! {
+        _ = &mut up => futures::future::Either::Left(down),
+        _ = &mut down => futures::future::Either::Right(up),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), rest).await;
 }
 
 /// Forwards one connection: `data` to `port` in the pod, a failure written on `error`.

@@ -88,6 +88,8 @@ pub fn channels(ws: Ws, wanted: &[u8], v5: bool, prefix: impl Fn(u8) -> Option<B
         while let Some(msg) = source.next().await {
             let data = match msg {
                 Ok(Message::Binary(b)) => b,
+                // The Python client sends what it writes as str in text messages.
+                Ok(Message::Text(t)) => Bytes::copy_from_slice(t.as_bytes()),
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };
