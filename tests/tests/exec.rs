@@ -159,3 +159,77 @@ fn kubectl_cp() -> Result<()> {
     }
     Ok(())
 }
+
+/// `kubectl debug POD --image=busybox --target=app`: an ephemeral container added through
+/// pods/ephemeralcontainers, started in the target's PID namespace (it sees the target's
+/// processes), its log read like any container's; existing ones cannot be changed.
+#[test]
+fn kubectl_debug() -> Result<()> {
+    let c = Cluster::up_nodes("kdbg", 1)?;
+    create(&c, &pod("one", "kdbg-worker"))?;
+    wait_running(&c, "one")?;
+    for (i, k) in kubectls().iter().enumerate() {
+        let name = format!("dbg{i}");
+        let args = [
+            "debug",
+            "one",
+            "--image=busybox",
+            "--target=app",
+            "-c",
+            &name,
+            "--",
+            "ps",
+            "-o",
+            "args",
+        ];
+        ok(c.kubectl(k, &args)?)?;
+        let done = kins_tests::pods::wait_for("the debug container to finish", 60, || {
+            let p = kins_tests::pods::get_json(&c, &["get", "pod", "one"])?;
+            let st = p["status"]["ephemeralContainerStatuses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["name"] == name.as_str()).cloned());
+            Ok(st.filter(|s| s["state"].get("terminated").is_some()))
+        })?;
+        ensure!(done["state"]["terminated"]["exitCode"] == 0, "{done}");
+        let log = ok(c.kubectl(k, &["logs", "one", "-c", &name])?)?;
+        // The target's process (sleep 3600), not the side container's own PID namespace.
+        ensure!(
+            log.contains("sleep 3600") && log.contains("ps -o args"),
+            "{log}"
+        );
+        // A name already taken: the API's validation error.
+        let e = fails(c.kubectl(
+            k,
+            &[
+                "debug",
+                "one",
+                "--image=busybox",
+                "-c",
+                "side",
+                "--",
+                "true",
+            ],
+        )?)?;
+        ensure!(
+            e.contains("Duplicate value") || e.contains("already exists"),
+            "{e}"
+        );
+    }
+    // An ordinary update does not remove them.
+    ok(c.kubectl(
+        &kubectls()[0],
+        &[
+            "patch",
+            "pod",
+            "one",
+            "-p",
+            r#"{"spec":{"ephemeralContainers":null}}"#,
+        ],
+    )?)?;
+    let p = kins_tests::pods::get_json(&c, &["get", "pod", "one"])?;
+    let n = p["spec"]["ephemeralContainers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    ensure!(n == kubectls().len(), "{}", p["spec"]);
+    Ok(())
+}

@@ -308,7 +308,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
                     })
                     .collect();
                 let statuses: Vec<Value> = spec.containers.iter().map(waiting).collect();
-                report(&ctx, &pod, &st, &init, &statuses, &policy).await?;
+                report(&ctx, &pod, &st, &init, &statuses, &[], &policy).await?;
                 return Ok(Action::requeue(Duration::from_secs(2)));
             }
         }
@@ -379,10 +379,30 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
         }
         statuses.push(drive(&ctx, &pod, &mut st, c, &policy, now_s, &mut changed).await?);
     }
+    // Ephemeral containers (kubectl debug): once the pod's containers run, each started
+    // once and never restarted; with a target, in that container's PID namespace.
+    let mut ephemeral_statuses = Vec::new();
+    for ec in spec.ephemeral_containers.iter().flatten() {
+        if !initialized {
+            break;
+        }
+        let c = ephemeral_as_container(ec)?;
+        ephemeral_statuses
+            .push(drive(&ctx, &pod, &mut st, &c, "Never", now_s, &mut changed).await?);
+    }
     if changed {
         state::save(&cfg.run_dir, &st)?;
     }
-    report(&ctx, &pod, &st, &init_statuses, &statuses, &policy).await?;
+    report(
+        &ctx,
+        &pod,
+        &st,
+        &init_statuses,
+        &statuses,
+        &ephemeral_statuses,
+        &policy,
+    )
+    .await?;
     // A container that is still starting is looked at again soon, so Running is reported
     // as soon as its shim says so; otherwise once a second (exits, restarts).
     let starting = statuses
@@ -399,15 +419,43 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
     }))
 }
 
+/// An ephemeral container as the container it runs as (the same fields, bar the target).
+fn ephemeral_as_container(
+    ec: &k8s_openapi::api::core::v1::EphemeralContainer,
+) -> Result<Container, AgentError> {
+    let mut v = serde_json::to_value(ec).map_err(|e| AgentError::Other(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("targetContainerName");
+    }
+    serde_json::from_value(v).map_err(|e| AgentError::Other(e.to_string()))
+}
+
+/// The PID namespace of the running container `target` of the pod, for an ephemeral
+/// container that targets it.
+fn target_pidns(ctx: &Ctx, st: &PodState, target: &str) -> Option<std::path::PathBuf> {
+    let rec = st.containers.get(target)?;
+    let dir = state::container_dir(&ctx.cfg.run_dir, &st.uid, target, rec.attempts);
+    match ctx.runtime.state(&dir) {
+        ContainerState::Running { pid, .. } => {
+            Some(std::path::PathBuf::from(format!("/proc/{pid}/ns/pid")))
+        }
+        _ => None,
+    }
+}
+
 async fn report(
     ctx: &Ctx,
     pod: &Pod,
     st: &PodState,
     init: &[Value],
     statuses: &[Value],
+    ephemeral: &[Value],
     policy: &str,
 ) -> Result<(), AgentError> {
-    let status = pod_status(pod, st, init, statuses, policy, &ctx.cfg);
+    let mut status = pod_status(pod, st, init, statuses, policy, &ctx.cfg);
+    if !ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral);
+    }
     if !same_status(pod.status.as_ref(), &status) {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &st.namespace);
         api.patch_status(
@@ -765,7 +813,21 @@ async fn start(
         });
     }
     let run_dir = state::pod_dir(&cfg.run_dir, &st.uid);
-    let pidns = if pod.spec.as_ref().and_then(|s| s.share_process_namespace) == Some(true) {
+    let target = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .and_then(|ecs| ecs.iter().find(|e| e.name == c.name))
+        .and_then(|e| e.target_container_name.clone())
+        .filter(|t| !t.is_empty());
+    let pidns = if let Some(t) = target {
+        Some(target_pidns(ctx, st, &t).ok_or_else(|| {
+            (
+                "RunContainerError".to_string(),
+                format!("the target container \"{t}\" is not running"),
+            )
+        })?)
+    } else if pod.spec.as_ref().and_then(|s| s.share_process_namespace) == Some(true) {
         Some(pause_pidns(ctx, &st.uid).await.ok_or_else(|| {
             (
                 "RunContainerError".to_string(),
@@ -1305,6 +1367,7 @@ fn same_status(old: Option<&k8s_openapi::api::core::v1::PodStatus>, new: &Value)
         "hostIP",
         "containerStatuses",
         "initContainerStatuses",
+        "ephemeralContainerStatuses",
         "conditions",
     ]
     .iter()

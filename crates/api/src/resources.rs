@@ -114,7 +114,15 @@ pub static RESOURCES: &[Resource] = &[
         "pod",
         true,
         &["po"],
-        &["status", "binding", "log", "exec", "attach", "portforward"],
+        &[
+            "status",
+            "binding",
+            "log",
+            "exec",
+            "attach",
+            "portforward",
+            "ephemeralcontainers",
+        ],
         ALL
     ),
     res!(

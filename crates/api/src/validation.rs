@@ -463,6 +463,14 @@ pub fn validate_update(resource: &Resource, obj: &Value, old: &Value) -> Vec<Fie
     e.0
 }
 
+/// The checks of an update through `pods/ephemeralcontainers` (besides
+/// [`validate_update`]'s): only new ephemeral containers, each well formed.
+pub fn validate_ephemeral_containers(obj: &Value, old: &Value) -> Vec<FieldError> {
+    let mut e = Errs::default();
+    pod::validate_ephemeral_update(obj, old, &mut e);
+    e.0
+}
+
 /// The checks shared by create and update: metadata, then the kind's own rules.
 fn validate_object(resource: &Resource, obj: &Value, e: &mut Errs) {
     meta::validate_meta(resource, obj, e);

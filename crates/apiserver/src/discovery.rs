@@ -47,7 +47,7 @@ fn platform() -> String {
 
 fn sub_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
-        "status" | "scale" => &["get", "patch", "update"],
+        "status" | "scale" | "ephemeralcontainers" => &["get", "patch", "update"],
         "binding" | "token" => &["create"],
         "log" => &["get"],
         "exec" | "attach" | "portforward" => &["create", "get"],

@@ -576,7 +576,7 @@ pub async fn get(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
     let res = req.res();
     let (obj, _) = get_obj(st, res, req.ns(), req.name()).await?;
     match req.target.subresource.as_deref() {
-        None | Some("status") => Ok(render_one(&req, &obj)),
+        None | Some("status") | Some("ephemeralcontainers") => Ok(render_one(&req, &obj)),
         Some("scale") => Ok(json_response(StatusCode::OK, &scale_of(res, &obj), &[])),
         Some("log") => crate::podlogs::get(st, &req, &obj).await,
         Some(other) => Err(ApiError::method_not_allowed(format!(
@@ -848,6 +848,24 @@ pub async fn list(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
+/// Sets `new`'s spec.ephemeralContainers to `ecs` (absent: none), the rest of its spec
+/// untouched (`old` only for a missing spec).
+fn carry(new: &mut Value, old: &Value, ecs: Option<&Value>) {
+    if !new.get("spec").is_some_and(Value::is_object) {
+        new["spec"] = old.get("spec").cloned().unwrap_or_else(|| json!({}));
+    }
+    if let Some(spec) = new["spec"].as_object_mut() {
+        match ecs {
+            Some(v) => {
+                spec.insert("ephemeralContainers".into(), v.clone());
+            }
+            None => {
+                spec.remove("ephemeralContainers");
+            }
+        }
+    }
+}
+
 /// Carries over what an update may not change and bumps the generation.
 fn prepare_update(res: &Resource, old: &Value, new: &mut Value, sub: Option<&str>) {
     match sub {
@@ -862,6 +880,12 @@ fn prepare_update(res: &Resource, old: &Value, new: &mut Value, sub: Option<&str
                 }
             }
         }
+        Some("ephemeralcontainers") => {
+            // Only spec.ephemeralContainers changes through /ephemeralcontainers.
+            let ecs = new["spec"].get("ephemeralContainers").cloned();
+            *new = old.clone();
+            carry(new, old, ecs.as_ref());
+        }
         _ => {
             if res.has_subresource("status") {
                 match old.get("status") {
@@ -870,6 +894,11 @@ fn prepare_update(res: &Resource, old: &Value, new: &mut Value, sub: Option<&str
                         new.as_object_mut().map(|o| o.remove("status"));
                     }
                 }
+            }
+            // Ephemeral containers change only through their subresource.
+            if res.has_subresource("ephemeralcontainers") {
+                let ecs = old["spec"].get("ephemeralContainers").cloned();
+                carry(new, old, ecs.as_ref());
             }
         }
     }
@@ -923,7 +952,13 @@ async fn write_update(
     if !errs.is_empty() {
         return Err(invalid(res, &name, &errs));
     }
-    let (old_held, held) = if sub == Some("status") {
+    if sub == Some("ephemeralcontainers") {
+        let errs = api::validation::validate_ephemeral_containers(&new, old);
+        if !errs.is_empty() {
+            return Err(invalid(res, &name, &errs));
+        }
+    }
+    let (old_held, held) = if matches!(sub, Some("status") | Some("ephemeralcontainers")) {
         let h = Held::of(old);
         (h.clone(), h)
     } else {
@@ -1067,7 +1102,7 @@ pub async fn update(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
         let new = apply_scale(&old, &body)?;
         return write_update(st, &req, &old, rev, new, Vec::new()).await;
     }
-    if !matches!(sub, None | Some("status")) {
+    if !matches!(sub, None | Some("status") | Some("ephemeralcontainers")) {
         return Err(ApiError::method_not_allowed(
             "PUT is not supported on this subresource",
         ));
@@ -1140,7 +1175,10 @@ pub async fn patch(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
     );
     let patch_body = decode_body(&json_headers, &req.body)?;
     let sub = req.target.subresource.as_deref();
-    if !matches!(sub, None | Some("status") | Some("scale")) {
+    if !matches!(
+        sub,
+        None | Some("status") | Some("scale") | Some("ephemeralcontainers")
+    ) {
         return Err(ApiError::method_not_allowed(
             "PATCH is not supported on this subresource",
         ));

@@ -784,7 +784,12 @@ pub(crate) fn validate_pod_update(obj: &Value, old: &Value, e: &mut Errs) {
                 }
             }
         }
-        for key in ["activeDeadlineSeconds", "schedulingGates", "tolerations"] {
+        for key in [
+            "activeDeadlineSeconds",
+            "schedulingGates",
+            "tolerations",
+            "ephemeralContainers",
+        ] {
             match old_norm.get(key) {
                 Some(v) => m.insert(key.into(), v.clone()),
                 None => m.remove(key),
@@ -873,5 +878,77 @@ fn spec_diff(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
             out.push(format!("+ {path}: {}", go_value(n)));
         }
         _ => {}
+    }
+}
+
+/// An update through `pods/ephemeralcontainers` (what `kubectl debug` sends): existing
+/// ephemeral containers stay as they are, new ones have a unique DNS-label name and an
+/// image, none of the fields an ephemeral container may not have, and a target that is
+/// one of the pod's containers.
+pub(crate) fn validate_ephemeral_update(obj: &Value, old: &Value, e: &mut Errs) {
+    let (spec, old_spec) = (&obj["spec"], &old["spec"]);
+    let new_ecs = json::arr(spec, "ephemeralContainers");
+    for o in json::arr(old_spec, "ephemeralContainers") {
+        let name = json::str(o, "name");
+        match new_ecs.iter().find(|n| json::str(n, "name") == name) {
+            None => e.forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers \"{name}\" may not be removed"),
+            ),
+            Some(n) if normalize(n) != normalize(o) => e.forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers \"{name}\" may not be changed"),
+            ),
+            Some(_) => {}
+        }
+    }
+    let regular: Vec<&str> = json::arr(spec, "containers")
+        .iter()
+        .chain(json::arr(spec, "initContainers"))
+        .map(|c| json::str(c, "name"))
+        .collect();
+    let mut names = regular.clone();
+    for (i, c) in new_ecs.iter().enumerate() {
+        let p = format!("spec.ephemeralContainers[{i}]");
+        let name = json::str(c, "name");
+        if name.is_empty() {
+            e.required(&format!("{p}.name"), "");
+        } else if let Some(m) = is_dns1123_label(name).into_iter().next() {
+            e.invalid_str(&format!("{p}.name"), name, &m);
+        } else if names.contains(&name) {
+            e.duplicate_str(&format!("{p}.name"), name);
+        } else {
+            names.push(name);
+        }
+        if json::str(c, "image").is_empty() {
+            e.required(&format!("{p}.image"), "");
+        }
+        for f in [
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+            "lifecycle",
+            "resources",
+        ] {
+            // Absent, null and empty (kubectl sends `resources: {}`) are all "not set".
+            let set = c.get(f).map(normalize).is_some_and(|v| match v {
+                Value::Null => false,
+                Value::Object(m) => !m.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            });
+            if set {
+                e.forbidden(
+                    &format!("{p}.{f}"),
+                    "cannot be set for an Ephemeral Container",
+                );
+            }
+        }
+        if let Some(t) = json::opt_str(c, "targetContainerName").filter(|t| !t.is_empty()) {
+            if !regular.contains(&t) {
+                e.not_found_str(&format!("{p}.targetContainerName"), t);
+            }
+        }
     }
 }

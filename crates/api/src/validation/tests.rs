@@ -1417,3 +1417,48 @@ fn unknown() {
     let kind_err = unknown_fields(res("Pod"), &json!({"apiVersion": "v1", "kind": "Service"}));
     assert!(kind_err.is_err());
 }
+
+/// An update through pods/ephemeralcontainers: its own checks, then validate_update's.
+fn check_ephemeral(new: Value, old: Value, expect: &[&str]) {
+    let got: Vec<String> = crate::validation::validate_ephemeral_containers(&new, &old)
+        .iter()
+        .chain(validate_update(res("Pod"), &new, &old).iter())
+        .map(FieldError::message)
+        .collect();
+    assert_eq!(got, expect, "ephemeral update: {new}");
+}
+
+#[test]
+fn ephemeral_container_updates() {
+    let ecs = |v: Value| with(pod(), "/spec/ephemeralContainers", v);
+    let dbg = json!({"name": "dbg", "image": "busybox", "targetContainerName": "c"});
+    // Adding one (what kubectl debug does), and keeping it when adding another.
+    check_ephemeral(ecs(json!([dbg])), pod(), &[]);
+    let two = json!([dbg, {"name": "dbg2", "image": "busybox"}]);
+    check_ephemeral(ecs(two), ecs(json!([dbg])), &[]);
+    // Removing or changing one that exists.
+    check_ephemeral(
+        ecs(json!([])),
+        ecs(json!([dbg])),
+        &["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed"],
+    );
+    let changed = json!([{"name": "dbg", "image": "other"}]);
+    check_ephemeral(
+        ecs(changed),
+        ecs(json!([dbg])),
+        &["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be changed"],
+    );
+    // A name taken by a container, no image, a port, an unknown target.
+    let bad = json!([{"name": "c", "image": "busybox"},
+        {"name": "e2", "ports": [{"containerPort": 80}], "targetContainerName": "nope"}]);
+    check_ephemeral(
+        ecs(bad),
+        pod(),
+        &[
+            "spec.ephemeralContainers[0].name: Duplicate value: \"c\"",
+            "spec.ephemeralContainers[1].image: Required value",
+            "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[1].targetContainerName: Not found: \"nope\"",
+        ],
+    );
+}
