@@ -233,3 +233,83 @@ fn kubectl_debug() -> Result<()> {
     ensure!(n == kubectls().len(), "{}", p["spec"]);
     Ok(())
 }
+
+/// exec into a running init container; and an agent killed (-9) during an exec: that exec
+/// ends with an error, the container keeps running, and once the supervisor has restarted
+/// the agent a new exec works.
+#[test]
+fn exec_into_init_container_and_across_an_agent_restart() -> Result<()> {
+    let c = Cluster::up_nodes("kexr", 1)?;
+    create(
+        &c,
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ini"},
+  "spec": {"terminationGracePeriodSeconds": 0,
+    "initContainers": [{"name": "wait", "image": "busybox", "command": ["sleep", "3600"]}],
+    "containers": [{"name": "app", "image": "busybox", "command": ["sleep", "3600"]}]}}"#,
+    )?;
+    create(&c, &pod("one", "kexr-worker"))?;
+    wait_running(&c, "one")?;
+    let k = &kubectls()[0];
+    let out = ok(c.kubectl(
+        k,
+        &[
+            "exec",
+            "ini",
+            "-c",
+            "wait",
+            "--",
+            "sh",
+            "-c",
+            "echo in-init $(hostname)",
+        ],
+    )?)?;
+    ensure!(out.trim() == "in-init ini", "{out}");
+    // A long exec, running for sure (it said so), then the agent goes.
+    let script = "echo started; sleep 30; echo finished";
+    let mut long = c
+        .kubectl_cmd(k, &["exec", "one", "-c", "app", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = std::io::BufReader::new(long.stdout.take().context("stdout")?);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first)?;
+    ensure!(first == "started\n", "{first:?}");
+    let agent = lab::procs::find(&c.name)
+        .into_iter()
+        .find(|p| p.role == "agent")
+        .context("the agent process")?;
+    ok(std::process::Command::new("kill")
+        .args(["-KILL", &agent.pid.to_string()])
+        .output()?)?;
+    let out = long.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest)?;
+    ensure!(
+        !out.status.success() && !rest.contains("finished"),
+        "{out:?} {rest}"
+    );
+    ensure!(
+        err.contains("EOF") || err.contains("closure") || err.contains("reset"),
+        "{err}"
+    );
+    // The container was not touched, and exec works again with the restarted agent.
+    let again = kins_tests::pods::wait_for("an exec after the agent's restart", 60, || {
+        Ok(c.kubectl(
+            k,
+            &["exec", "one", "-c", "app", "--", "cat", "/proc/1/cmdline"],
+        )
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()))
+    })?;
+    ensure!(again.starts_with("sleep"), "{again:?}");
+    let p = kins_tests::pods::get_json(&c, &["get", "pod", "one"])?;
+    ensure!(
+        p["status"]["containerStatuses"][0]["restartCount"] == 0,
+        "{}",
+        p["status"]
+    );
+    Ok(())
+}
