@@ -148,15 +148,12 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let kubelet_cert = pki.client(podlogs::KUBELET_CLIENT_CN, &["system:masters"])?;
     let kubelet_client = podlogs::kubelet_client(&kubelet_cert.cert_pem, &kubelet_cert.key_pem)
         .map_err(server::ServeError::Tls)?;
-    let kubelet_tls = podstream::kubelet_tls(&kubelet_cert.cert_pem, &kubelet_cert.key_pem)
-        .map_err(server::ServeError::Tls)?;
     let state = Arc::new(State {
         config,
         store,
         alloc: allocator,
         tokens: RwLock::new(tokens),
         kubelet_client,
-        kubelet_tls,
         sa_keys,
         ca_pem: pki.ca_cert_pem.clone(),
     });

@@ -38,6 +38,8 @@ pub fn kubelet_client(cert_pem: &str, key_pem: &str) -> Result<reqwest::Client, 
         .use_rustls_tls()
         .identity(identity)
         .danger_accept_invalid_certs(true)
+        // HTTP/1.1 only: the streaming subresources upgrade the connection.
+        .http1_only()
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
         .map_err(|e| format!("kubelet client: {e}"))

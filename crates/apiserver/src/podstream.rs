@@ -1,12 +1,11 @@
 //! `pods/exec`, `pods/attach` and `pods/portforward`: checked against the pod as
 //! kube-apiserver does, then forwarded unchanged (method, query, upgrade headers) to the
-//! agent of the pod's node over TLS with the API server's kubelet client certificate. When
+//! agent of the pod's node with the client pods/log uses (the kubelet client certificate,
+//! HTTP/1.1, which upgrades need). When
 //! the agent switches protocols, the client gets the agent's 101 (its negotiated
 //! subprotocol and WebSocket accept key) and the two upgraded connections are spliced, so
 //! every protocol the agent speaks (WebSocket channels, tunnelled and plain SPDY) passes
 //! through untouched, as with kube-apiserver's upgrade-aware proxy.
-
-use std::sync::Arc;
 
 use api::meta;
 use axum::body::Body;
@@ -14,8 +13,6 @@ use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 
 use crate::podlogs::{agent_address, agent_error, choose_container};
@@ -42,74 +39,6 @@ const RETURNED: &[&str] = &[
     "sec-websocket-protocol",
     "x-stream-protocol-version",
 ];
-
-/// The TLS client configuration for the agents' endpoints: the kubelet client certificate,
-/// and no verification of the agents' self-signed serving certificates (as kube-apiserver
-/// without `--kubelet-certificate-authority`).
-pub fn kubelet_tls(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("kubelet client certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("kubelet client key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("kubelet client TLS: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| format!("kubelet client TLS: {e}"))?;
-    // Upgrades are HTTP/1.1.
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-/// Accepts the agent's serving certificate whatever it is (signatures still checked).
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// Whether `target` is one of the streaming subresources.
 pub fn is_stream(target: &Target) -> bool {
@@ -196,47 +125,22 @@ pub async fn serve(st: &State, target: &Target, mut req: Request) -> Result<Resp
             "error dialing backend: the agent of node {node_name} could not be reached at {host}:{port}: {e}"
         ))
     };
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let _ = tcp.set_nodelay(true);
-    let server_name = ServerName::try_from(host.clone()).map_err(|e| unreachable(&e))?;
-    let tls = tokio_rustls::TlsConnector::from(st.kubelet_tls.clone())
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(conn.with_upgrades());
-    let mut out = hyper::Request::builder()
-        .method(req.method().clone())
-        .uri(&path)
-        .header(header::HOST, format!("{host}:{port}"));
+    let mut out = st
+        .kubelet_client
+        .request(req.method().clone(), format!("https://{host}:{port}{path}"));
     for h in FORWARDED {
         for v in req.headers().get_all(*h) {
             out = out.header(*h, v);
         }
     }
-    let out = out
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| ApiError::internal(format!("building the agent request: {e}")))?;
     tracing::debug!(path, node = %node_name, "forwarding a streaming request");
-    let mut resp = sender
-        .send_request(out)
-        .await
-        .map_err(|e| unreachable(&e))?;
+    let resp = out.send().await.map_err(|e| unreachable(&e))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let code = resp.status().as_u16();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body).trim().to_string();
+        let text = resp.text().await.unwrap_or_default().trim().to_string();
         let code = if code < 400 { 500 } else { code };
         return Err(agent_error(code, text));
     }
-    let agent_up = hyper::upgrade::on(&mut resp);
     let client_up = hyper::upgrade::on(&mut req);
     let mut answer = Response::new(Body::empty());
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -253,10 +157,10 @@ pub async fn serve(st: &State, target: &Target, mut req: Request) -> Result<Resp
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     }
     tokio::spawn(async move {
-        let (Ok(a), Ok(c)) = (agent_up.await, client_up.await) else {
+        let (Ok(mut a), Ok(c)) = (resp.upgrade().await, client_up.await) else {
             return;
         };
-        let (mut a, mut c) = (TokioIo::new(a), TokioIo::new(c));
+        let mut c = TokioIo::new(c);
         let _ =
             tokio::io::copy_bidirectional_with_sizes(&mut c, &mut a, 64 * 1024, 64 * 1024).await;
     });

@@ -54,10 +54,9 @@ pub struct State {
     pub store: std::sync::Arc<dyn store::Backend>,
     pub alloc: Allocator,
     pub tokens: RwLock<Tokens>,
-    /// Talks to the agents' endpoints (pods/log) with the kubelet client certificate.
+    /// Talks to the agents' endpoints (pods/log, and the upgrades of exec, attach and
+    /// portforward) with the kubelet client certificate, over HTTP/1.1.
     pub kubelet_client: reqwest::Client,
-    /// The same identity for the streaming subresources (exec, attach, portforward).
-    pub kubelet_tls: std::sync::Arc<rustls::ClientConfig>,
     /// Signs and checks service-account tokens.
     pub sa_keys: crate::satoken::TokenKeys,
     /// The cluster CA (PEM), published in every namespace as `kube-root-ca.crt`.
