@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{bail, Context};
 
 pub mod pods;
+pub mod term;
 
 /// The kins binary under test: $KINS_BIN, else the workspace's release or debug build.
 pub fn kins_bin() -> PathBuf {

@@ -884,6 +884,9 @@ async fn start(
             max_size: 10 << 20,
             max_files: 5,
         },
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
     };
     let spec = ContainerSpec {
         config,

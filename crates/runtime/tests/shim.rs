@@ -14,7 +14,7 @@ use runtime::container::{cgroup, CgroupConfig, ContainerConfig, LogConfig, Mount
 const SHIM_ENV: &str = "KINS_TEST_SHIM_STATE";
 const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "cat", "ls", "ps", "id", "sleep", "hostname", "mount", "echo", "grep", "head", "tr",
-    "touch", "test", "true", "false", "wc",
+    "touch", "test", "true", "false", "wc", "stty", "tty",
 ];
 
 struct Fixture {
@@ -103,6 +103,12 @@ impl Fixture {
     }
 
     fn run(&self, cfg: &ContainerConfig) -> Outcome {
+        let (child, state_dir) = self.spawn(cfg);
+        self.wait(cfg, child, state_dir)
+    }
+
+    /// Starts the shim for `cfg`; returns it with its state directory.
+    fn spawn(&self, cfg: &ContainerConfig) -> (std::process::Child, PathBuf) {
         let state_dir = self.dir.path().join(format!("state-{}", cfg.id));
         std::fs::create_dir_all(&state_dir).expect("mkdir");
         std::fs::write(
@@ -110,10 +116,19 @@ impl Fixture {
             serde_json::to_vec(cfg).expect("json"),
         )
         .expect("write config");
-        let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        let child = Command::new(std::env::current_exe().expect("current exe"))
             .env(SHIM_ENV, &state_dir)
             .spawn()
             .expect("spawn the shim");
+        (child, state_dir)
+    }
+
+    fn wait(
+        &self,
+        cfg: &ContainerConfig,
+        mut child: std::process::Child,
+        state_dir: PathBuf,
+    ) -> Outcome {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if child.try_wait().expect("wait").is_some() {
@@ -142,6 +157,107 @@ impl Fixture {
             state_dir,
         }
     }
+}
+
+/// Connects to the attach socket of a running container (waits for its `pid` file).
+fn attach(state_dir: &Path, with_stdin: bool) -> std::os::unix::net::UnixStream {
+    use runtime::container::attach;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !state_dir.join("pid").exists() {
+        assert!(Instant::now() < deadline, "the container did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dir = attach::open_dir(state_dir).expect("open the state dir");
+    let mut s = std::os::unix::net::UnixStream::connect(attach::socket_path(dir.as_fd()))
+        .expect("connect to the attach socket");
+    s.write_all(&attach::encode(attach::HELLO, &[u8::from(with_stdin)]))
+        .expect("hello");
+    s
+}
+
+/// Every output frame until the shim closes the connection.
+fn attached_output(s: &mut std::os::unix::net::UnixStream) -> Vec<(u8, String)> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut d = runtime::container::attach::Decoder::default();
+    let mut buf = [0u8; 4096];
+    let mut out: Vec<(u8, String)> = Vec::new();
+    loop {
+        while let Some((kind, p)) = d.next_frame().expect("frame") {
+            let text = String::from_utf8_lossy(&p).into_owned();
+            match out.last_mut() {
+                Some((k, t)) if *k == kind => t.push_str(&text),
+                _ => out.push((kind, text)),
+            }
+        }
+        match s.read(&mut buf).expect("read the attached output") {
+            0 => return out,
+            n => d.push(&buf[..n]),
+        }
+    }
+}
+
+fn attach_to_stdin(f: &Fixture) {
+    use runtime::container::attach;
+    use std::io::Write;
+    let mut cfg = f.config("read a; echo \"got $a\"; echo warn >&2; cat; echo done");
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let (child, state) = f.spawn(&cfg);
+    let mut s = attach(&state, true);
+    s.write_all(&attach::encode(attach::STDIN, b"one\ntwo\n"))
+        .expect("stdin");
+    s.write_all(&attach::encode(attach::STDIN_EOF, b""))
+        .expect("eof");
+    let frames = attached_output(&mut s);
+    let o = f.wait(&cfg, child, state);
+    assert_eq!(o.file("exit"), "0", "{}", o.log);
+    let out: String = frames
+        .iter()
+        .filter(|(k, _)| *k == attach::STDOUT)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let err: String = frames
+        .iter()
+        .filter(|(k, _)| *k == attach::STDERR)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(out, "got one\ntwo\ndone\n");
+    assert_eq!(err, "warn\n");
+    // The log has it all as well.
+    assert_eq!(o.stdout(), vec!["got one", "two", "done"]);
+    assert!(
+        !o.state_dir.join(attach::SOCKET).exists(),
+        "socket left behind"
+    );
+}
+
+fn attach_to_a_terminal(f: &Fixture) {
+    use runtime::container::attach;
+    use std::io::Write;
+    // `read` first: the size is set by then.
+    let mut cfg =
+        f.config("read a; stty size; [ -t 0 ] && [ -t 1 ] && echo terminal; echo \"[$a]\"");
+    cfg.stdin = true;
+    cfg.tty = true;
+    let (child, state) = f.spawn(&cfg);
+    let mut s = attach(&state, true);
+    s.write_all(&attach::resize(100, 30)).expect("resize");
+    s.write_all(&attach::encode(attach::STDIN, b"typed\n"))
+        .expect("stdin");
+    let frames = attached_output(&mut s);
+    let o = f.wait(&cfg, child, state);
+    assert_eq!(o.file("exit"), "0", "{}", o.log);
+    assert!(
+        frames.iter().all(|(k, _)| *k == attach::STDOUT),
+        "{frames:?}"
+    );
+    let out: String = frames.iter().map(|(_, t)| t.as_str()).collect();
+    // The terminal echoes the input and ends lines with CR LF.
+    assert_eq!(out, "typed\r\n30 100\r\nterminal\r\n[typed]\r\n");
 }
 
 fn output_exit_code_and_reason(f: &Fixture) {
@@ -392,6 +508,8 @@ fn main() {
             bind_mounts_and_read_only_root,
         ),
         ("shared_pid_namespace", shared_pid_namespace),
+        ("attach_to_stdin", attach_to_stdin),
+        ("attach_to_a_terminal", attach_to_a_terminal),
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)

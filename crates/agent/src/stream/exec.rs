@@ -28,6 +28,23 @@ pub struct Session {
     pub gone: tokio::sync::watch::Receiver<bool>,
 }
 
+/// What a streaming session is joined to.
+#[derive(Debug, Clone)]
+pub enum Verb {
+    /// A new command in the container (`kins exec`).
+    Exec { kins_exe: PathBuf },
+    /// The container's own process (its shim's attach socket).
+    Attach,
+}
+
+/// Runs the session's verb against the container whose shim state is `state_dir`.
+pub async fn serve(verb: &Verb, state_dir: &Path, opts: &ExecOptions, session: Session) -> Outcome {
+    match verb {
+        Verb::Exec { kins_exe } => run(kins_exe, state_dir, opts, session).await,
+        Verb::Attach => super::attach::run(state_dir, opts, session).await,
+    }
+}
+
 /// Copies `from` into `to` until EOF, then shuts `to` down.
 async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
     let mut buf = vec![0u8; 32 * 1024];

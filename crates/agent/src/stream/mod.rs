@@ -1,12 +1,13 @@
-//! The kubelet's streaming endpoints: `/exec/{ns}/{pod}/{container}` and
-//! `/portforward/{ns}/{pod}` (an optional pod UID may follow the pod name, as the
-//! kubelet's paths allow). The API server forwards `pods/exec` and `pods/portforward`
-//! here unchanged and splices the upgraded connections, so the protocols are spoken
+//! The kubelet's streaming endpoints: `/exec/{ns}/{pod}/{container}`,
+//! `/attach/{ns}/{pod}/{container}` and `/portforward/{ns}/{pod}` (an optional pod UID
+//! may follow the pod name, as the kubelet's paths allow). The API server forwards
+//! `pods/exec`, `pods/attach` and `pods/portforward` here unchanged and splices the upgraded connections, so the protocols are spoken
 //! here: WebSocket `v5.channel.k8s.io` and `v4.channel.k8s.io` (exec, and port-forward's
 //! channel framing), SPDY/3.1 tunnelled through WebSocket (`SPDY/3.1+portforward.k8s.io`,
 //! kubectl ≥ 1.31's port-forward) and plain SPDY/3.1 (older kubectl and client-go's
 //! fallback, for both). An offer of nothing spoken here is refused with the list of what is.
 
+pub mod attach;
 pub mod exec;
 pub mod portforward;
 pub mod protocol;
@@ -218,12 +219,6 @@ where
         });
         return switching(&up, chosen);
     }
-    if verb == "attach" {
-        return text(
-            StatusCode::NOT_IMPLEMENTED,
-            "attach is not supported by this kins agent yet: use kubectl exec",
-        );
-    }
     let container = container.unwrap_or_default();
     let state_dir = match running_container(&ctx.run_dir, &pod, &container) {
         Ok(d) => d,
@@ -233,19 +228,25 @@ where
     if let Err(m) = opts.check() {
         return text(StatusCode::BAD_REQUEST, m);
     }
-    let kins_exe = ctx.kins_exe.clone();
-    tracing::debug!(namespace = %pod.namespace, pod = %pod.name, container, command = ?opts.command, protocol = chosen, spdy, "exec");
+    let action = if verb == "attach" {
+        exec::Verb::Attach
+    } else {
+        exec::Verb::Exec {
+            kins_exe: ctx.kins_exe.clone(),
+        }
+    };
+    tracing::debug!(namespace = %pod.namespace, pod = %pod.name, container, verb, command = ?opts.command, protocol = chosen, spdy, "exec");
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
         let io = TokioIo::new(upgraded);
         if spdy {
-            spdy::exec(::spdy::Session::serve(io), &kins_exe, &state_dir, &opts).await;
+            spdy::exec(::spdy::Session::serve(io), &action, &state_dir, &opts).await;
             return;
         }
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        exec_websocket(ws, chosen == protocol::V5, &kins_exe, &state_dir, &opts).await;
+        exec_websocket(ws, chosen == protocol::V5, &action, &state_dir, &opts).await;
     });
     switching(&up, chosen)
 }
@@ -261,7 +262,7 @@ fn boxed_r(s: impl tokio::io::AsyncRead + Send + Unpin + 'static) -> exec::Reade
 async fn exec_websocket(
     ws: ws::Ws,
     v5: bool,
-    kins_exe: &Path,
+    verb: &exec::Verb,
     state_dir: &Path,
     opts: &ExecOptions,
 ) {
@@ -285,7 +286,7 @@ async fn exec_websocket(
         resize: chans.resize.take(),
         gone: chans.gone.clone(),
     };
-    let outcome = exec::run(kins_exe, state_dir, opts, session).await;
+    let outcome = exec::serve(verb, state_dir, opts, session).await;
     if let Some(mut e) = chans.streams.remove(&ERROR) {
         let _ = e
             .write_all(protocol::status(&outcome).to_string().as_bytes())

@@ -102,7 +102,7 @@ async fn refuse(session: &spdy::Session, stream: spdy::Stream, why: String) {
 /// writes its `Status` on the error stream and ends the session.
 pub async fn exec(
     mut session: spdy::Session,
-    kins_exe: &Path,
+    verb: &exec::Verb,
     state_dir: &Path,
     opts: &ExecOptions,
 ) {
@@ -157,7 +157,7 @@ pub async fn exec(
         resize,
         gone: session.gone(),
     };
-    let outcome = exec::run(kins_exe, state_dir, opts, sess).await;
+    let outcome = exec::serve(verb, state_dir, opts, sess).await;
     tracing::debug!(
         ?outcome,
         has_error = streams.contains_key("error"),

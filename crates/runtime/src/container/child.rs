@@ -24,6 +24,8 @@ pub struct ChildFds {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// stdin is a terminal: it becomes the controlling terminal of a new session.
+    pub tty: bool,
 }
 
 /// What the child needs besides the config, computed by the parent.
@@ -91,6 +93,10 @@ fn setup_and_exec(
     drop(fds.stdin);
     drop(fds.stdout);
     drop(fds.stderr);
+    if fds.tty {
+        sys::take_controlling_tty()
+            .map_err(|e| format!("setting the controlling terminal: {}", errno_text(e)))?;
+    }
     sys::reset_signals().map_err(|e| format!("resetting signals: {}", errno_text(e)))?;
     // Everything but 0, 1, 2 closes at exec (the error pipe stays usable until then).
     sys::cloexec_from(3).map_err(|e| format!("close_range: {}", errno_text(e)))?;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub mod attach;
 pub mod caps;
 pub mod cgroup;
 mod child;
@@ -92,6 +93,16 @@ pub struct ContainerConfig {
     pub read_only_rootfs: bool,
     pub cgroup: Option<CgroupConfig>,
     pub log: LogConfig,
+    /// `stdin: true`: the container's stdin is a pipe the shim keeps open for `kubectl
+    /// attach` (else /dev/null).
+    #[serde(default)]
+    pub stdin: bool,
+    /// `stdinOnce: true`: that stdin is closed when the first attach with stdin ends.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// `tty: true`: stdin, stdout and stderr are a terminal whose master the shim keeps.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// An overlay root: read-only image layers and a writable layer of this container.

@@ -24,7 +24,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::cgroup::{self, AnyManager, Manager};
 use super::child::{self, ChildFds, ChildPlan};
-use super::{caps, errno_text, mounts, sys, ContainerConfig, RuntimeError};
+use super::{attach, caps, errno_text, mounts, sys, ContainerConfig, RuntimeError};
 use crate::logs::{CriLogWriter, Stream};
 
 /// How long output is still collected after the container's process exited, when
@@ -85,10 +85,22 @@ pub fn run(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RuntimeError> 
             put(state_dir, "finished", &now())?;
             put(state_dir, "error", &message)
         }
-        Ok(started) => {
+        Ok(mut started) => {
+            let hub = match attach::listen(state_dir) {
+                Ok(l) => Some(attach::Hub::new(
+                    l,
+                    state_dir.join(attach::SOCKET),
+                    started.stdin.take(),
+                    started.master.as_ref().and_then(|m| m.try_clone().ok()),
+                )),
+                Err(e) => {
+                    tracing::warn!(container = %cfg.id, error = %e, "no attach socket");
+                    None
+                }
+            };
             put(state_dir, "started", &now())?;
             put(state_dir, "pid", &started.pid.to_string())?;
-            let status = pump(&started, &mut log);
+            let status = pump(started, &mut log, hub);
             let code = match status {
                 WaitStatus::Exited(_, code) => code,
                 WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
@@ -117,12 +129,74 @@ pub fn run(cfg: &ContainerConfig, state_dir: &Path) -> Result<(), RuntimeError> 
 /// A container whose command was exec'd.
 struct Started {
     pid: Pid,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    /// Its output: stdout and stderr pipes, or the terminal's master (all stdout).
+    outputs: Vec<(OwnedFd, Stream)>,
+    /// The shim's end of its stdin, for attach.
+    stdin: Option<attach::Stdin>,
+    /// The terminal's master, for window sizes.
+    master: Option<OwnedFd>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {}", errno_text(e)))
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, String> {
+    fd.try_clone()
+        .map_err(|e| format!("duplicating a descriptor: {}", super::io_text(&e)))
+}
+
+/// The container's stdin, stdout and stderr (child's ends) and the shim's ends.
+struct Stdio {
+    child: (OwnedFd, OwnedFd, OwnedFd),
+    outputs: Vec<(OwnedFd, Stream)>,
+    stdin: Option<attach::Stdin>,
+    master: Option<OwnedFd>,
+}
+
+fn stdio(cfg: &ContainerConfig) -> Result<Stdio, String> {
+    if cfg.tty {
+        let (master, slave) = super::pty::open()?;
+        let child = (dup(&slave)?, dup(&slave)?, slave);
+        let stdin = attach::Stdin {
+            fd: dup(&master)?,
+            tty: true,
+            once: cfg.stdin_once,
+        };
+        return Ok(Stdio {
+            child,
+            outputs: vec![(dup(&master)?, Stream::Stdout)],
+            stdin: cfg.stdin.then_some(stdin),
+            master: Some(master),
+        });
+    }
+    let (stdin_r, stdin) = if cfg.stdin {
+        let (r, w) = pipe()?;
+        (
+            r,
+            Some(attach::Stdin {
+                fd: w,
+                tty: false,
+                once: cfg.stdin_once,
+            }),
+        )
+    } else {
+        let null = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("opening /dev/null: {}", errno_text(e)))?;
+        (null, None)
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    Ok(Stdio {
+        child: (stdin_r, out_w, err_w),
+        outputs: vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)],
+        stdin,
+        master: None,
+    })
 }
 
 /// Makes the cgroup, forks the container and waits until it exec'd (or failed to).
@@ -155,36 +229,31 @@ fn start(cfg: &ContainerConfig, cgroup: Option<&AnyManager>) -> Result<Started, 
             })?;
         }
     }
-    let stdin = nix::fcntl::open(
-        "/dev/null",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("opening /dev/null: {}", errno_text(e)))?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let io = stdio(cfg)?;
     let (sync_r, sync_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
 
     match sys::fork().map_err(|e| format!("fork: {}", errno_text(e)))? {
         ForkResult::Child => {
-            drop((out_r, err_r, sync_w, report_r));
+            drop((io.outputs, io.stdin, io.master, sync_w, report_r));
             let plan = ChildPlan {
                 steps: &steps,
                 caps,
             };
+            let (stdin, stdout, stderr) = io.child;
             let fds = ChildFds {
                 sync: sync_r,
                 stdin,
-                stdout: out_w,
-                stderr: err_w,
+                stdout,
+                stderr,
+                tty: cfg.tty,
             };
             let message = child::exec(cfg, &plan, fds);
             let _ = sys::write_all(&report_w, message.as_bytes());
             sys::exit_now(1)
         }
         ForkResult::Parent { child } => {
-            drop((stdin, out_w, err_w, sync_r, report_w));
+            drop((io.child, sync_r, report_w));
             let placed = match (cgroup, &cfg.cgroup) {
                 (Some(m), Some(_)) => m.add_task(child.as_raw()),
                 _ => Ok(()),
@@ -207,20 +276,31 @@ fn start(cfg: &ContainerConfig, cgroup: Option<&AnyManager>) -> Result<Started, 
             }
             Ok(Started {
                 pid: child,
-                stdout: out_r,
-                stderr: err_r,
+                outputs: io.outputs,
+                stdin: io.stdin,
+                master: io.master,
             })
         }
     }
 }
 
-/// Copies the container's output into the log until both pipes are closed and the
-/// process has exited (or, after its exit, until `DRAIN_AFTER_EXIT` passes without the
-/// pipes closing: a grandchild holding them must not delay the exit being recorded).
-fn pump(c: &Started, log: &mut CriLogWriter) -> WaitStatus {
+/// What a polled descriptor of the pump stands for.
+#[derive(Clone, Copy)]
+enum Token {
+    Output(usize),
+    Pid,
+    Attach(attach::Token),
+}
+
+/// Copies the container's output into the log (and to attached clients) until every
+/// output is closed and the process has exited (or, after its exit, until
+/// `DRAIN_AFTER_EXIT` passes without them closing: a grandchild holding them must not
+/// delay the exit being recorded). Serves attach clients meanwhile.
+fn pump(c: Started, log: &mut CriLogWriter, mut hub: Option<attach::Hub>) -> WaitStatus {
     let pidfd = sys::pidfd_open(c.pid).ok();
-    let mut open = [Some(c.stdout.as_fd()), Some(c.stderr.as_fd())];
-    let streams = [Stream::Stdout, Stream::Stderr];
+    let streams: Vec<Stream> = c.outputs.iter().map(|(_, s)| *s).collect();
+    let mut open: Vec<Option<OwnedFd>> = c.outputs.into_iter().map(|(fd, _)| Some(fd)).collect();
+    let _keep_master = c.master;
     let mut status: Option<WaitStatus> = None;
     let mut exited_at: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -244,23 +324,33 @@ fn pump(c: &Started, log: &mut CriLogWriter) -> WaitStatus {
         if let Some(s) = status {
             let late = exited_at.is_some_and(|t| t.elapsed() >= DRAIN_AFTER_EXIT);
             if drained || late {
-                for s in streams {
-                    let _ = log.finish(s);
+                for s in &streams {
+                    let _ = log.finish(*s);
+                }
+                if let Some(h) = hub {
+                    h.finish(Duration::from_secs(1));
                 }
                 return s;
             }
         }
-        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
-        let mut which: Vec<usize> = Vec::with_capacity(3);
+        let mut fds: Vec<PollFd> = Vec::with_capacity(8);
+        let mut tokens: Vec<Token> = Vec::with_capacity(8);
         for (i, fd) in open.iter().enumerate() {
             if let Some(fd) = fd {
-                fds.push(PollFd::new(*fd, PollFlags::POLLIN));
-                which.push(i);
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                tokens.push(Token::Output(i));
             }
         }
         if status.is_none() {
             if let Some(p) = &pidfd {
                 fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                tokens.push(Token::Pid);
+            }
+        }
+        if let Some(h) = &hub {
+            for (fd, flags, t) in h.interest() {
+                fds.push(PollFd::new(fd, flags));
+                tokens.push(Token::Attach(t));
             }
         }
         let timeout = match (status, &pidfd) {
@@ -274,21 +364,34 @@ fn pump(c: &Started, log: &mut CriLogWriter) -> WaitStatus {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
-        let ready: Vec<usize> = fds
+        let ready: Vec<(Token, PollFlags)> = fds
             .iter()
-            .zip(which.iter().copied().chain(std::iter::repeat(usize::MAX)))
-            .filter(|(fd, i)| *i != usize::MAX && fd.any().unwrap_or(false))
-            .map(|(_, i)| i)
+            .zip(tokens.iter())
+            .filter_map(|(fd, t)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*t, r)))
             .collect();
         drop(fds);
-        if ready.is_empty() && log.has_pending() {
+        let outputs: Vec<usize> = ready
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Token::Output(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        let attach: Vec<(attach::Token, PollFlags)> = ready
+            .iter()
+            .filter_map(|(t, r)| match t {
+                Token::Attach(a) => Some((*a, *r)),
+                _ => None,
+            })
+            .collect();
+        if outputs.is_empty() && log.has_pending() {
             if let Err(e) = log.flush_partial() {
                 tracing::warn!(error = %e, "writing the container log");
             }
         }
-        for i in ready {
-            let Some(fd) = open[i] else { continue };
-            match nix::unistd::read(fd, &mut buf) {
+        for i in outputs {
+            let Some(fd) = &open[i] else { continue };
+            match nix::unistd::read(fd.as_fd(), &mut buf) {
                 Ok(0) => {
                     open[i] = None;
                     let _ = log.finish(streams[i]);
@@ -297,9 +400,25 @@ fn pump(c: &Started, log: &mut CriLogWriter) -> WaitStatus {
                     if let Err(e) = log.write(streams[i], &buf[..n]) {
                         tracing::warn!(error = %e, "writing the container log");
                     }
+                    if let Some(h) = &mut hub {
+                        let kind = match streams[i] {
+                            Stream::Stdout => attach::STDOUT,
+                            Stream::Stderr => attach::STDERR,
+                        };
+                        h.output(kind, &buf[..n]);
+                    }
                 }
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
-                Err(_) => open[i] = None,
+                // EIO from a terminal's master: every slave end is closed.
+                Err(_) => {
+                    open[i] = None;
+                    let _ = log.finish(streams[i]);
+                }
+            }
+        }
+        if let Some(h) = &mut hub {
+            if !attach.is_empty() {
+                h.ready(&attach);
             }
         }
     }
