@@ -57,7 +57,13 @@ fn kubectl_attach_run_and_debug() -> Result<()> {
     // Bad input: a container the pod does not have; a pod that is not there.
     let k = &kubectls()[0];
     let e = fails(c.kubectl(k, &["attach", "shell", "-c", "nope"])?)?;
-    ensure!(e.contains("container nope not found in pod shell"), "{e}");
+    // (kubectl's wording: "not found in pod", or "not valid for pod ... out of: ..." once
+    // the pod has ephemeral containers.)
+    ensure!(
+        e.contains("container nope not found in pod shell")
+            || e.contains("container nope is not valid for pod shell"),
+        "{e}"
+    );
     let e = fails(c.kubectl(k, &["attach", "missing"])?)?;
     ensure!(e.contains("not found"), "{e}");
     // Nothing above restarted the attached containers.

@@ -249,6 +249,12 @@ fn exec_into_init_container_and_across_an_agent_restart() -> Result<()> {
     )?;
     create(&c, &pod("one", "kexr-worker"))?;
     wait_running(&c, "one")?;
+    kins_tests::pods::wait_for("the init container to run", 60, || {
+        let p = kins_tests::pods::get_json(&c, &["get", "pod", "ini"])?;
+        Ok(p["status"]["initContainerStatuses"][0]["state"]
+            .get("running")
+            .cloned())
+    })?;
     let k = &kubectls()[0];
     let out = ok(c.kubectl(
         k,
