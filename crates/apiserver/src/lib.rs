@@ -156,6 +156,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         kubelet_client,
         sa_keys,
         ca_pem: pki.ca_cert_pem.clone(),
+        key_locks: Default::default(),
     });
     bootstrap::bootstrap(&state)
         .await

@@ -1183,6 +1183,9 @@ pub async fn patch(st: &Arc<State>, req: Req) -> Result<Response, ApiError> {
             "PATCH is not supported on this subresource",
         ));
     }
+    // Patches of one object wait for each other; what still conflicts (a PUT, a controller's
+    // status write) is retried on the newer object, as Kubernetes' GuaranteedUpdate does.
+    let _turn = st.key_locks.lock(&res.key(req.ns(), &name)).await;
     for _attempt in 0..16 {
         let (old, rev) = get_obj(st, res, req.ns(), &name).await?;
         let base = if sub == Some("scale") {

@@ -61,4 +61,27 @@ pub struct State {
     pub sa_keys: crate::satoken::TokenKeys,
     /// The cluster CA (PEM), published in every namespace as `kube-root-ca.crt`.
     pub ca_pem: String,
+    /// Serialises read-modify-write requests (PATCH) on one object, so concurrent patches of
+    /// a hot object queue instead of racing each other into conflicts.
+    pub key_locks: KeyLocks,
+}
+
+/// A fixed set of async mutexes, picked by a hash of the object's key: same key, same lock.
+pub struct KeyLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl Default for KeyLocks {
+    fn default() -> KeyLocks {
+        KeyLocks((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+}
+
+impl KeyLocks {
+    pub async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        self.0[(h.finish() % self.0.len() as u64) as usize]
+            .lock()
+            .await
+    }
 }
