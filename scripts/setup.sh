@@ -15,8 +15,10 @@ fi
 need_pkgs=()
 # nginx-light, curl and busybox-static are what the offline images (nginx,
 # curlimages/curl, busybox) are built from; conntrack deletes stale UDP flows; iperf3,
-# dnsutils (dig), dnsperf and knot are for the tests and benchmarks.
-for p in iproute2 nftables conntrack util-linux busybox-static curl nginx-light python3 python3-venv python3-pip ca-certificates gcc pkg-config iperf3 dnsutils dnsperf knot; do
+# dnsutils (dig), dnsperf and knot are for the tests and benchmarks; containernetworking-plugins
+# (bridge, ptp, host-local, portmap, bandwidth in /usr/lib/cni) and iptables (portmap uses
+# it) are the reference CNI plugins of `kins up --cni bridge|ptp|vxlan`.
+for p in iproute2 nftables iptables containernetworking-plugins conntrack util-linux busybox-static curl nginx-light python3 python3-venv python3-pip ca-certificates gcc pkg-config iperf3 dnsutils dnsperf knot; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -3,7 +3,7 @@
 
 mod commands;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +22,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Create (or start again) a cluster and wait until its API answers.
@@ -49,8 +51,8 @@ enum Command {
     Dns(commands::dns::Args),
     /// Run the controller manager (node IPAM, node lifecycle, scheduler) in the foreground.
     ControllerManager(commands::controller_manager::Args),
-    /// The built-in CNI plugin (kins-bridge): CNI_COMMAND and friends in the environment.
-    #[command(hide = true)]
+    /// CNI: `kins cni ls` lists the plugins; without a subcommand, the built-in plugin
+    /// kins-bridge (CNI_COMMAND and friends in the environment).
     Cni(commands::cni::Args),
     /// The first process of a pod's shared PID namespace (started by the agent).
     #[command(hide = true)]
@@ -64,6 +66,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Run through a link named like a CNI plugin type (the agent's plugin folder), kins is
+    // that plugin.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "kins-bridge")
+    {
+        return match commands::cni::plugin() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kins-bridge: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
@@ -106,7 +123,7 @@ fn main() -> ExitCode {
         Command::Exec(a) => commands::exec::run(a),
         Command::ControllerManager(a) => commands::controller_manager::run(a),
         Command::Dns(a) => commands::dns::run(a),
-        Command::Cni(a) => commands::cni::run(a),
+        Command::Cni(a) => commands::cni::run(&cli.data_dir, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

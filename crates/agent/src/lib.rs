@@ -9,6 +9,7 @@
 //! that is the proxy's).
 
 pub mod client;
+pub mod cni;
 pub mod lbannounce;
 pub mod logs;
 pub mod network;
@@ -61,6 +62,10 @@ pub struct Config {
     /// Pod traffic may only go to the cluster CIDR and this network (the lab's node
     /// network); anything else is refused at the node. None: masquerade only.
     pub egress_only_to: Option<String>,
+    /// The CNI plugin choice (`kins`, `bridge`, `ptp`, `vxlan`, `custom`).
+    pub cni: String,
+    /// For `custom`: the configuration list template (`${POD_CIDR}`, `${MTU}`, ...).
+    pub cni_template: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +101,14 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, "node registered");
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
     let (cidr_tx, cidr_rx) = tokio::sync::watch::channel(None);
-    let net = tokio::spawn(network::run(client.clone(), cfg.clone(), cidr_tx));
-    let pods = tokio::spawn(pods::run(client.clone(), cfg.clone(), cidr_rx));
+    let node_cni = Arc::new(cni::NodeCni::new(&cfg)?);
+    let net = tokio::spawn(network::run(
+        client.clone(),
+        cfg.clone(),
+        node_cni.clone(),
+        cidr_tx,
+    ));
+    let pods = tokio::spawn(pods::run(client.clone(), cfg.clone(), node_cni, cidr_rx));
     // The service proxy (kube-proxy's share): nftables rules in this node's namespace.
     let node = proxy::NodeConfig {
         node_name: cfg.node_name.clone(),

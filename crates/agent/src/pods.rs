@@ -4,8 +4,6 @@
 //! the IP released, and only then the API object let go.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +16,6 @@ use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 use crate::runtime::{ContainerRuntime, ContainerSpec, ContainerState, ShimRuntime};
 use crate::state::{self, ContainerRecord, PodState};
@@ -34,6 +31,8 @@ struct Ctx {
     /// Every Service, kept by a watch (for the service links in containers' environment).
     services: kube::runtime::reflector::Store<Service>,
     pod_cidr: tokio::sync::watch::Receiver<Option<String>>,
+    /// The node's CNI configuration and plugin runner.
+    cni: Arc<crate::cni::NodeCni>,
 }
 
 fn now() -> String {
@@ -44,6 +43,7 @@ fn now() -> String {
 pub async fn run(
     client: kube::Client,
     cfg: Arc<Config>,
+    cni: Arc<crate::cni::NodeCni>,
     pod_cidr: tokio::sync::watch::Receiver<Option<String>>,
 ) {
     let images = match runtime::image::ImageStore::open(&cfg.images_dir) {
@@ -81,6 +81,7 @@ pub async fn run(
             node: cfg.node_name.clone(),
         }),
         pod_cidr,
+        cni,
     });
     tokio::spawn(sweep_orphans(ctx.clone()));
     let pods: Api<Pod> = Api::all(client);
@@ -99,57 +100,6 @@ pub async fn run(
 fn error_policy(_pod: Arc<Pod>, err: &AgentError, _ctx: Arc<Ctx>) -> Action {
     tracing::warn!(error = %err, "pod sync failed; retrying");
     Action::requeue(Duration::from_secs(2))
-}
-
-async fn run_cni(
-    ctx: &Ctx,
-    command: &str,
-    uid: &str,
-    netns: &Path,
-    subnet: Option<&str>,
-) -> Result<Value, AgentError> {
-    let conf = json!({
-        "cniVersion": "1.0.0",
-        "name": "kins",
-        "type": "kins-bridge",
-        "bridge": "cni0",
-        "ipam": {
-            "type": "kins-host-local",
-            "subnet": subnet.unwrap_or(""),
-            "dataDir": ctx.cfg.run_dir.join("ipam"),
-        },
-    });
-    let mut child = tokio::process::Command::new(&ctx.cfg.kins_exe)
-        .arg("cni")
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", uid)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(crate::io("running the CNI plugin"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(conf.to_string().as_bytes())
-            .await
-            .map_err(crate::io("writing to the CNI plugin"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(crate::io("running the CNI plugin"))?;
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    if !out.status.success() {
-        return Err(AgentError::Other(format!(
-            "CNI {command} failed: {} {}",
-            v["msg"].as_str().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(v)
 }
 
 /// Posts an event about the pod in the background (events never hold up a pod's start).
@@ -254,13 +204,25 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, AgentError> {
             // Recorded before ADD, so a DEL after a crash in between releases the IP.
             st.subnet = cidr.clone();
             state::save(&cfg.run_dir, &st)?;
-            let res = run_cni(&ctx, "ADD", &uid, &netns, Some(&cidr)).await?;
-            let addr = res["ips"][0]["address"].as_str().unwrap_or("");
-            st.ip = addr.split('/').next().unwrap_or("").to_string();
-            if st.ip.is_empty() {
-                return Err(AgentError::Other(format!("CNI ADD gave no IP: {res}")));
+            match ctx.cni.add(&pod, &uid, &netns).await {
+                Ok((ip, ms)) => {
+                    st.ip = ip;
+                    st.sandbox_error.clear();
+                    tracing::info!(pod = %pod.name_any(), ip = %st.ip, add_ms = %format!("{ms:.2}"), "pod network ready");
+                }
+                Err(e) => {
+                    // The kubelet's event; the chain undid its part, the pod waits.
+                    let msg = format!(
+                        "Failed to create pod sandbox: failed to set up the pod network: {e}"
+                    );
+                    if st.sandbox_error != msg {
+                        event(&ctx, &pod, "Warning", "FailedCreatePodSandBox", &msg).await;
+                        st.sandbox_error = msg;
+                        state::save(&cfg.run_dir, &st)?;
+                    }
+                    return Err(e);
+                }
             }
-            tracing::info!(pod = %pod.name_any(), ip = %st.ip, "pod network ready");
         }
         state::save(&cfg.run_dir, &st)?;
     }
@@ -1404,13 +1366,8 @@ async fn teardown(ctx: &Ctx, uid: &str, grace: Duration) {
     let netns = state::netns_path(&cfg.run_dir, uid);
     let st = state::load(&cfg.run_dir, uid);
     if !st.as_ref().is_some_and(|s| s.host_network) {
-        // DEL gets the configuration ADD had: the pod CIDR the IP came from.
-        let subnet = st
-            .as_ref()
-            .map(|s| s.subnet.clone())
-            .filter(|s| !s.is_empty())
-            .or_else(|| ctx.pod_cidr.borrow().clone());
-        if let Err(e) = run_cni(ctx, "DEL", uid, &netns, subnet.as_deref()).await {
+        // DEL runs what ADD ran (the CNI cache keeps its configuration and result).
+        if let Err(e) = ctx.cni.del(uid, &netns).await {
             tracing::warn!(pod_uid = %uid, error = %e, "CNI DEL");
         }
         if let Err(e) = net::delete_netns(&netns) {
@@ -1456,6 +1413,17 @@ async fn sweep_orphans(ctx: Arc<Ctx>) {
             continue;
         };
         let live: HashSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
+        // CNI GC: what the chain holds for pods this node no longer has (every pod with
+        // state on disk is still valid: teardown DELs those).
+        let mut valid: Vec<String> = state::all(&ctx.cfg.run_dir);
+        valid.extend(live.iter().cloned());
+        valid.sort();
+        valid.dedup();
+        match ctx.cni.gc(valid).await {
+            Ok(gone) if !gone.is_empty() => tracing::info!(?gone, "CNI GC released attachments"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "CNI GC"),
+        }
         for uid in state::all(&ctx.cfg.run_dir) {
             let made = std::fs::metadata(state::pod_dir(&ctx.cfg.run_dir, &uid))
                 .and_then(|m| m.modified())

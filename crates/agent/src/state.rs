@@ -33,6 +33,9 @@ pub struct PodState {
     /// The last FailedMount message posted (posted again only when it changes).
     #[serde(default)]
     pub volume_error: String,
+    /// The last FailedCreatePodSandBox message (the CNI chain's error) posted.
+    #[serde(default)]
+    pub sandbox_error: String,
     /// Unix seconds of the last volume sync and of the last service-account token.
     #[serde(default)]
     pub volumes_synced_at: i64,

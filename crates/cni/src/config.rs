@@ -168,6 +168,11 @@ impl NetConf {
     pub fn pre_1_0(&self) -> bool {
         self.cni_version.starts_with("0.")
     }
+
+    /// Whether the caller speaks 1.1 (STATUS and GC).
+    pub fn at_least_1_1(&self) -> bool {
+        crate::runtime::version_tuple(&self.cni_version).is_some_and(|v| v >= (1, 1, 0))
+    }
 }
 
 /// The CNI_* environment of one invocation (CNI_COMMAND is passed apart).
@@ -266,7 +271,7 @@ mod tests {
         );
         check(
             &format!(r#"{{"cniVersion": "2.0.0", "name": "kins", "type": "kins-bridge", {IPAM}}}"#),
-            "error 1: incompatible CNI version \"2.0.0\" (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0)",
+            "error 1: incompatible CNI version \"2.0.0\" (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)",
         );
         check(
             &format!(r#"{{"cniVersion": "1.0.0", "name": "kins", "type": "bridge", {IPAM}}}"#),

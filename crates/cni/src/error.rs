@@ -65,6 +65,8 @@ pub enum Error {
     Net(#[from] net::Error),
 
     /// CHECK found the container's network not as ADD left it.
+    #[error("the plugin cannot take ADDs: {0}")]
+    Unavailable(String),
     #[error("check failed: {0}")]
     Check(String),
 }
@@ -85,6 +87,7 @@ impl Error {
             Error::Exhausted { .. } => 101,
             Error::NameTaken { .. } | Error::Net(_) => 102,
             Error::Check(_) => 103,
+            Error::Unavailable(_) => 50,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`plugin`]: ADD, DEL and CHECK over [`net::Net`], so that unit tests run them on
 //!   [`net::FakeNet`] and compare the calls with expected text.
 //! - [`run`]: one invocation, as `kins cni` makes it.
+//! - [`runtime`]: the other side, what the agent does as the kubelet and containerd do
+//!   through libcni: configuration lists, plugin chains, the result cache.
 //!
 //! It knows nothing about the Kubernetes API.
 
@@ -15,6 +17,7 @@ pub mod config;
 mod error;
 pub mod ipam;
 pub mod plugin;
+pub mod runtime;
 pub mod types;
 
 pub use config::{CniEnv, NetConf};
@@ -27,10 +30,10 @@ use serde::Deserialize;
 use crate::types::{ErrorResult, VersionResult};
 
 /// The versions of the specification this plugin speaks, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// The newest supported version, used when the caller's is unknown.
-pub const CURRENT_VERSION: &str = "1.0.0";
+pub const CURRENT_VERSION: &str = "1.1.0";
 
 /// What one invocation prints on stdout, and its exit code (0 on success).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +79,11 @@ pub fn run_with(net: &dyn Net, command: &str, env: &CniEnv, stdin: &[u8]) -> Out
             Err(Error::IncompatibleVersion(conf.cni_version.clone()))
         }
         "CHECK" => plugin::check(net, &conf, env).map(|()| String::new()),
+        "STATUS" | "GC" if !conf.at_least_1_1() => {
+            Err(Error::IncompatibleVersion(conf.cni_version.clone()))
+        }
+        "STATUS" => plugin::status(&conf).map(|()| String::new()),
+        "GC" => plugin::gc(net, &conf, &valid_attachments(stdin)).map(|_| String::new()),
         other => check_command(other).map(|()| String::new()),
     };
     match done {
@@ -86,12 +94,28 @@ pub fn run_with(net: &dyn Net, command: &str, env: &CniEnv, stdin: &[u8]) -> Out
 
 fn check_command(command: &str) -> Result<()> {
     match command {
-        "ADD" | "DEL" | "CHECK" | "VERSION" => Ok(()),
+        "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION" => Ok(()),
         other => Err(Error::Env {
             name: "CNI_COMMAND",
-            why: format!("{other:?}: expected ADD, DEL, CHECK or VERSION"),
+            why: format!("{other:?}: expected ADD, DEL, CHECK, STATUS, GC or VERSION"),
         }),
     }
+}
+
+/// `cni.dev/valid-attachments` of a GC configuration: (container id, interface) pairs.
+fn valid_attachments(stdin: &[u8]) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(stdin).unwrap_or_default();
+    v["cni.dev/valid-attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            Some((
+                a["containerID"].as_str()?.to_string(),
+                a["ifname"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 fn json_line<T: serde::Serialize>(v: &T) -> String {

@@ -247,3 +247,45 @@ pub fn check(net: &dyn Net, conf: &NetConf, env: &CniEnv) -> Result<()> {
     }
     Ok(())
 }
+
+/// GC (specification 1.1): releases the addresses of attachments not in `valid`
+/// (`cni.dev/valid-attachments`) and removes their host veths; returns the released
+/// container ids.
+pub fn gc(net: &dyn Net, conf: &NetConf, valid: &[(String, String)]) -> Result<Vec<String>> {
+    let store = store(conf);
+    let mut released = Vec::new();
+    for a in store.allocations()? {
+        if valid
+            .iter()
+            .any(|(c, i)| *c == a.container_id && *i == a.ifname)
+        {
+            continue;
+        }
+        let env = CniEnv {
+            container_id: a.container_id.clone(),
+            ifname: a.ifname.clone(),
+            ..Default::default()
+        };
+        teardown(net, &env)?;
+        store.release(&a.container_id, &a.ifname)?;
+        released.push(a.container_id);
+    }
+    Ok(released)
+}
+
+/// STATUS (specification 1.1): the plugin can take ADDs when its address store is
+/// usable; an exhausted subnet is reported as unavailable (code 50).
+pub fn status(conf: &NetConf) -> Result<()> {
+    let store = store(conf);
+    let used = store.allocations()?.len();
+    // Hosts of the subnet minus network, broadcast and gateway.
+    let hosts = (1usize << (32 - conf.subnet().prefix_len())).saturating_sub(3);
+    if used >= hosts {
+        return Err(Error::Unavailable(format!(
+            "no free address left in {} (network {})",
+            conf.subnet(),
+            conf.name
+        )));
+    }
+    Ok(())
+}

@@ -342,7 +342,7 @@ exit 1
         &conf,
         r#"
 exit 1
-{"cniVersion":"1.0.0","code":4,"msg":"invalid environment variable CNI_COMMAND: \"FROB\": expected ADD, DEL, CHECK or VERSION","details":"container c1, netns \"/run/pod1\", interface \"eth0\""}"#,
+{"cniVersion":"1.0.0","code":4,"msg":"invalid environment variable CNI_COMMAND: \"FROB\": expected ADD, DEL, CHECK, STATUS, GC or VERSION","details":"container c1, netns \"/run/pod1\", interface \"eth0\""}"#,
     );
     check(
         "ADD",
@@ -350,7 +350,7 @@ exit 1
         "{not json",
         r#"
 exit 1
-{"cniVersion":"1.0.0","code":6,"msg":"decoding the network configuration: key must be a string at line 1 column 2","details":"container c1, netns \"/run/pod1\", interface \"eth0\""}"#,
+{"cniVersion":"1.1.0","code":6,"msg":"decoding the network configuration: key must be a string at line 1 column 2","details":"container c1, netns \"/run/pod1\", interface \"eth0\""}"#,
     );
     check(
         "CHECK",
@@ -358,7 +358,7 @@ exit 1
         &conf.replace("1.0.0", "0.3.1"),
         r#"
 exit 1
-{"cniVersion":"0.3.1","code":1,"msg":"incompatible CNI version \"0.3.1\" (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0)","details":"container c1, netns \"/run/pod1\", interface \"eth0\""}"#,
+{"cniVersion":"0.3.1","code":1,"msg":"incompatible CNI version \"0.3.1\" (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)","details":"container c1, netns \"/run/pod1\", interface \"eth0\""}"#,
     );
     check(
         "VERSION",
@@ -366,7 +366,7 @@ exit 1
         r#"{"cniVersion": "0.4.0"}"#,
         r#"
 exit 0
-{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}"#,
+{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#,
     );
     check(
         "VERSION",
@@ -374,7 +374,7 @@ exit 0
         "",
         r#"
 exit 0
-{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}"#,
+{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#,
     );
     assert_eq!(node.net.take_calls(), "", "no kernel call for any of these");
 }
@@ -410,5 +410,70 @@ fn an_exhausted_subnet_is_a_clear_error() {
 exit 1
 {"cniVersion":"1.0.0","code":101,"msg":"no free address left in 10.244.1.0/30 (network kins)","details":"container c2, netns \"/run/pod2\", interface \"eth0\""}
 "#,
+    );
+}
+
+#[test]
+fn gc_releases_what_is_not_valid_and_status_reports_exhaustion() {
+    let node = Node::new();
+    let conf = node.conf("").replace("1.0.0", "1.1.0");
+    for (id, ns) in [("c1", "/run/pod1"), ("c2", "/run/pod2")] {
+        let env = CniEnv {
+            container_id: id.into(),
+            netns: ns.into(),
+            ifname: "eth0".into(),
+            ..Default::default()
+        };
+        assert_eq!(run_with(&node.net, "ADD", &env, conf.as_bytes()).exit, 0);
+    }
+    node.net.take_calls();
+    let gc = conf.replacen(
+        '{',
+        r#"{"cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}], "#,
+        1,
+    );
+    node.check(
+        "GC",
+        "",
+        "",
+        &gc,
+        "node: link {v2}\nnode: delete_link {v2}\nexit 0",
+    );
+    let left: Vec<String> = ipam::Store::new(
+        node.data.path().join("kins"),
+        "kins",
+        "10.244.1.0/24".parse().expect("ok"),
+        "10.244.1.1".parse().expect("ok"),
+    )
+    .allocations()
+    .expect("ok")
+    .into_iter()
+    .map(|a| a.container_id)
+    .collect();
+    assert_eq!(left, ["c1"]);
+    node.check("STATUS", "", "", &conf, "exit 0");
+    // STATUS and GC need 1.1.0; a /30 with one pod has no address left.
+    let out = run_with(
+        &node.net,
+        "GC",
+        &CniEnv::default(),
+        node.conf("").as_bytes(),
+    );
+    assert!(out.stdout.contains(r#""code":1"#), "{}", out.stdout);
+    let tiny = conf.replace("10.244.1.0/24", "10.244.9.0/30");
+    let env = CniEnv {
+        container_id: "c3".into(),
+        netns: "/run/pod3".into(),
+        ifname: "eth0".into(),
+        ..Default::default()
+    };
+    assert_eq!(run_with(&node.net, "ADD", &env, tiny.as_bytes()).exit, 0);
+    let out = run_with(&node.net, "STATUS", &CniEnv::default(), tiny.as_bytes());
+    assert!(
+        out.exit == 1
+            && out.stdout.contains(r#""code":50"#)
+            && out.stdout.contains("no free address left in 10.244.9.0/30"),
+        "{}",
+        out.stdout
     );
 }

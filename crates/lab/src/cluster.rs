@@ -60,6 +60,10 @@ impl Paths {
     pub fn apiserver_data(&self) -> PathBuf {
         self.data.join("apiserver")
     }
+    /// The user's configuration list template of a `custom` CNI cluster (copied at `up`).
+    pub fn cni_conf(&self) -> PathBuf {
+        self.data.join("cni.conflist")
+    }
     pub fn supervisor_pid(&self) -> PathBuf {
         self.run.join("supervisor.pid")
     }
@@ -103,6 +107,14 @@ pub struct ClusterConfig {
     /// Whether the DNS add-on (kins-dns as kube-system/coredns behind kube-dns) is made.
     #[serde(default = "yes")]
     pub dns: bool,
+    /// The CNI plugin (`kins`, `bridge`, `ptp`, `vxlan`, `custom`); fixed for the
+    /// cluster's life.
+    #[serde(default = "default_cni")]
+    pub cni: String,
+}
+
+fn default_cni() -> String {
+    "kins".into()
 }
 
 fn default_cluster_cidr() -> String {
@@ -245,6 +257,7 @@ mod tests {
             node_net_index: 1,
             nodes: vec![],
             dns: true,
+            cni: "vxlan".into(),
         };
         assert_eq!(c.next_node().name, "t1-worker");
         let mut c2 = c.clone();

@@ -59,6 +59,12 @@ pub struct Args {
     /// its node network: its host routes nothing out).
     #[arg(long)]
     pub egress_only_to: Option<String>,
+    /// The CNI plugin: kins, bridge, ptp, vxlan, or custom (with --cni-conf).
+    #[arg(long, default_value = "kins", value_parser = ["kins", "bridge", "ptp", "vxlan", "custom"])]
+    pub cni: String,
+    /// A configuration list template for `--cni custom` (${POD_CIDR}, ${MTU}, ...).
+    #[arg(long)]
+    pub cni_conf: Option<PathBuf>,
 }
 
 /// The first global IPv4 address of the current network namespace.
@@ -142,6 +148,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cluster_dns: args.cluster_dns.clone(),
         cluster_domain: args.cluster_domain.clone(),
         egress_only_to: args.egress_only_to.clone(),
+        cni: args.cni.clone(),
+        cni_template: match &args.cni_conf {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the CNI configuration {}", p.display()))?,
+            ),
+            None => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,8 +14,8 @@ pub fn run(data_base: &Path, _args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<9} {:<26} {:<10} KUBECONFIG",
-        "NAME", "STATE", "API", "PROCESSES"
+        "{:<20} {:<9} {:<26} {:<7} {:<10} KUBECONFIG",
+        "NAME", "STATE", "API", "CNI", "PROCESSES"
     );
     for name in names {
         let paths = Paths::new(data_base, &name)?;
@@ -30,10 +30,11 @@ pub fn run(data_base: &Path, _args: Args) -> anyhow::Result<()> {
             "degraded"
         };
         println!(
-            "{:<20} {:<9} {:<26} {:<10} {}",
+            "{:<20} {:<9} {:<26} {:<7} {:<10} {}",
             name,
             state,
             cfg.server_url(),
+            cfg.cni,
             procs.len(),
             paths.kubeconfig().display()
         );

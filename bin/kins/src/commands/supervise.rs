@@ -129,7 +129,17 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
                     cluster_dns(&cfg.service_cidr),
                     "--egress-only-to".into(),
                     net.cidr(),
-                ],
+                    "--cni".into(),
+                    cfg.cni.clone(),
+                ]
+                .into_iter()
+                .chain(
+                    (cfg.cni == "custom")
+                        .then(|| ["--cni-conf".to_string(), s(&paths.cni_conf())])
+                        .into_iter()
+                        .flatten(),
+                )
+                .collect(),
                 log: paths.logs().join(format!("agent-{}.log", n.name)),
             });
         }

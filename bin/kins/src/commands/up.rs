@@ -39,6 +39,15 @@ pub struct Args {
     /// the first `up` unless given.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub dns: Option<bool>,
+    /// The CNI plugin: kins (built in, host-gw), bridge, ptp (reference plugins, host-gw)
+    /// or vxlan (an overlay like flannel's); see `kins cni ls`. Fixed when the cluster is
+    /// made: switching needs a new cluster.
+    #[arg(long)]
+    pub cni: Option<String>,
+    /// Your own CNI configuration list (a template: ${POD_CIDR}, ${MTU}, ${NODE_NAME},
+    /// ${IPAM_DIR}, ${CNI_VERSION}); implies --cni custom.
+    #[arg(long)]
+    pub cni_conf: Option<std::path::PathBuf>,
     /// Seconds to wait for the API and the nodes.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -240,6 +249,49 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
     if let Some(c) = &args.node_cidr {
         topology::parse_node_cidr(c, 0).map_err(|e| Usage(e.to_string()))?;
     }
+    let cni = match (&args.cni, &args.cni_conf) {
+        (Some(c), Some(_)) if c != "custom" => {
+            return Err(Usage(format!("--cni-conf means --cni custom, not --cni {c}")).into())
+        }
+        (_, Some(_)) => Some("custom".to_string()),
+        (Some(c), None) if c == "custom" => {
+            return Err(Usage("--cni custom needs --cni-conf FILE".into()).into())
+        }
+        (Some(c), None) => {
+            if agent::cni::Plugin::parse(c).is_none() {
+                let names: Vec<&str> = agent::cni::PLUGINS.iter().map(|(n, _)| *n).collect();
+                return Err(Usage(format!(
+                    "--cni {c:?}: not a CNI plugin kins knows; choose one of {} (see kins cni ls)",
+                    names.join(", ")
+                ))
+                .into());
+            }
+            Some(c.clone())
+        }
+        (None, None) => None,
+    };
+    let template = match &args.cni_conf {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Usage(format!("--cni-conf {}: {e}", p.display())))?;
+            // Checked with sample values now, so a typo fails here and not in every pod.
+            let sample = agent::cni::conflist(
+                agent::cni::Plugin::Custom,
+                &agent::cni::ConfInputs {
+                    pod_cidr: "10.244.1.0/24",
+                    node_name: "node",
+                    link_mtu: 1500,
+                    ipam_dir: Path::new("/run/kins/ipam"),
+                    cni_version: "1.0.0",
+                },
+                Some(&text),
+            );
+            cni::runtime::ConfList::parse(sample.as_bytes(), &p.display().to_string())
+                .map_err(|e| Usage(e.to_string()))?;
+            Some(text)
+        }
+        None => None,
+    };
     if args.nodes.is_some_and(|n| n > 50) {
         return Err(Usage("--nodes: at most 50 nodes on one host".into()).into());
     }
@@ -268,10 +320,34 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
                 node_net_index: net.index,
                 nodes: vec![],
                 dns: true,
+                cni: cni.clone().unwrap_or_else(|| "kins".into()),
             }
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(want) = cni.as_ref().filter(|w| **w != cfg.cni) {
+        return Err(Usage(format!(
+            "cluster {:?} runs the CNI plugin {}; switching to {want} needs a new cluster: kins down --name {} --purge, then kins up --name {} --cni {want}",
+            cfg.name, cfg.cni, cfg.name, cfg.name
+        ))
+        .into());
+    }
+    if let Some(text) = &template {
+        match std::fs::read_to_string(paths.cni_conf()) {
+            Ok(old) if old != *text => {
+                return Err(Usage(format!(
+                    "cluster {:?} runs another CNI configuration ({}); a new one needs a new cluster: kins down --name {} --purge first",
+                    cfg.name,
+                    paths.cni_conf().display(),
+                    cfg.name
+                ))
+                .into())
+            }
+            Ok(_) => {}
+            Err(_) => std::fs::write(paths.cni_conf(), text)
+                .with_context(|| format!("writing {}", paths.cni_conf().display()))?,
+        }
+    }
     if let Some(dns) = args.dns {
         cfg.dns = dns;
     }

@@ -313,14 +313,37 @@ impl Reconciler for Scheduler {
             return Ok(Action::await_change());
         }
         let nodes = self.nodes.state();
-        let views: Vec<(&Node, usize)> = nodes
+        // Host ports held per node: only when this pod asks for some (the common case
+        // costs nothing).
+        let mut ports: HashMap<String, Vec<predicates::HostPort>> = HashMap::new();
+        if !predicates::host_ports(&pod).is_empty() {
+            for p in self.pods.state() {
+                if let Some(n) = node_name(&p).filter(|_| !is_terminal(&p)) {
+                    ports
+                        .entry(n.to_string())
+                        .or_default()
+                        .extend(predicates::host_ports(&p));
+                }
+            }
+            for a in lock(&self.assumed).values() {
+                if let Some(p) = self.pods.get(&a.pod) {
+                    ports
+                        .entry(a.node.clone())
+                        .or_default()
+                        .extend(predicates::host_ports(&p));
+                }
+            }
+        }
+        let views: Vec<(&Node, usize, &[predicates::HostPort])> = nodes
             .iter()
             .map(|n| {
-                let count = counts.get(&n.name_any()).copied().unwrap_or(0);
-                (n.as_ref(), count)
+                let name = n.name_any();
+                let count = counts.get(&name).copied().unwrap_or(0);
+                let used = ports.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+                (n.as_ref(), count, used)
             })
             .collect();
-        match predicates::schedule(&pod, &views) {
+        match predicates::schedule_with_ports(&pod, &views) {
             Ok(node) => self.bind(&pod, &node).await,
             Err(fit) => self.unschedulable(&pod, fit).await,
         }

@@ -2,7 +2,8 @@
 //! many pods each already runs. They follow kube-scheduler's default plugins, in its order:
 //! NodeUnschedulable, TaintToleration, NodeAffinity (nodeSelector and required node
 //! affinity), then two of our own (the node is Ready, the node has a pod CIDR), then
-//! NodeResourcesFit for the pod count. The score prefers the node with the fewest pods,
+//! NodePorts (a hostPort taken on the node by another pod) and NodeResourcesFit for the
+//! pod count. The score prefers the node with the fewest pods,
 //! ties broken by name.
 //!
 //! When no node fits, [`FitError`] renders Kubernetes' message, e.g. "0/3 nodes are
@@ -38,8 +39,46 @@ pub enum Unfit {
     NotReady,
     /// The node has no pod CIDR yet (pods on the pod network need one).
     NoPodCidr,
+    /// A hostPort the pod asks for is taken on the node.
+    HostPort,
     /// The node runs `status.allocatable.pods` pods already.
     TooManyPods,
+}
+
+/// A host port a pod holds: (protocol, hostIP, port), hostIP "" for every address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub protocol: String,
+    pub ip: String,
+    pub port: i32,
+}
+
+/// The host ports a pod's containers ask for.
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|h| *h > 0)?;
+            let ip = p.host_ip.clone().unwrap_or_default();
+            Some(HostPort {
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ip: if ip == "0.0.0.0" { String::new() } else { ip },
+                port,
+            })
+        })
+        .collect()
+}
+
+/// Kubernetes' NodePorts rule: two host ports conflict with the same protocol and port
+/// when their hostIPs are equal or either is every address.
+pub fn ports_conflict(a: &HostPort, b: &HostPort) -> bool {
+    a.port == b.port
+        && a.protocol == b.protocol
+        && (a.ip == b.ip || a.ip.is_empty() || b.ip.is_empty())
 }
 
 impl fmt::Display for Unfit {
@@ -52,6 +91,9 @@ impl fmt::Display for Unfit {
             Unfit::Affinity => f.write_str("node(s) didn't match Pod's node affinity/selector"),
             Unfit::NotReady => f.write_str("node(s) were not ready"),
             Unfit::NoPodCidr => f.write_str("node(s) had no pod CIDR assigned"),
+            Unfit::HostPort => {
+                f.write_str("node(s) didn't have free ports for the requested pod ports")
+            }
             Unfit::TooManyPods => f.write_str("Too many pods"),
         }
     }
@@ -61,7 +103,7 @@ impl Unfit {
     /// Whether evicting lower-priority pods could make room (Kubernetes' preemption
     /// message distinguishes these).
     fn resolvable_by_preemption(&self) -> bool {
-        matches!(self, Unfit::TooManyPods)
+        matches!(self, Unfit::TooManyPods | Unfit::HostPort)
     }
 }
 
@@ -290,11 +332,34 @@ pub fn check(pod: &Pod, node: &Node, pods_on_node: usize) -> Result<(), Unfit> {
 /// The node for the pod: among the nodes that fit, the one with the fewest pods (ties
 /// by name). `nodes` pairs each node with how many pods it runs.
 pub fn schedule(pod: &Pod, nodes: &[(&Node, usize)]) -> Result<String, FitError> {
+    let views: Vec<(&Node, usize, &[HostPort])> =
+        nodes.iter().map(|(n, c)| (*n, *c, &[][..])).collect();
+    schedule_with_ports(pod, &views)
+}
+
+/// [`schedule`] with the host ports each node's pods hold (the NodePorts filter).
+pub fn schedule_with_ports(
+    pod: &Pod,
+    nodes: &[(&Node, usize, &[HostPort])],
+) -> Result<String, FitError> {
     let mut reasons = Vec::new();
     let mut best: Option<(usize, &str)> = None;
-    for (node, count) in nodes {
+    let wanted = host_ports(pod);
+    for (node, count, used) in nodes {
         let name = node.metadata.name.as_deref().unwrap_or("");
-        match check(pod, node, *count) {
+        let ports_taken = || {
+            wanted
+                .iter()
+                .any(|w| used.iter().any(|u| ports_conflict(w, u)))
+        };
+        let fit = check(pod, node, *count).and_then(|()| {
+            if ports_taken() {
+                Err(Unfit::HostPort)
+            } else {
+                Ok(())
+            }
+        });
+        match fit {
             Ok(()) => {
                 if best.is_none_or(|b| (*count, name) < b) {
                     best = Some((*count, name));
@@ -589,6 +654,37 @@ mod tests {
         }
         let empty_term = NodeSelectorTerm::default();
         assert!(!term_matches(&empty_term, &node("n", json!({}))));
+    }
+
+    #[test]
+    fn host_ports_conflict_as_kubernetes_says() {
+        let hp = |protocol: &str, ip: &str, port: i32| HostPort {
+            protocol: protocol.into(),
+            ip: ip.into(),
+            port,
+        };
+        for (a, b, conflict) in [
+            (hp("TCP", "", 80), hp("TCP", "", 80), true),
+            (hp("TCP", "", 80), hp("UDP", "", 80), false),
+            (hp("TCP", "", 80), hp("TCP", "", 81), false),
+            (hp("TCP", "10.0.0.1", 80), hp("TCP", "10.0.0.2", 80), false),
+            (hp("TCP", "10.0.0.1", 80), hp("TCP", "", 80), true),
+            (hp("TCP", "10.0.0.1", 80), hp("TCP", "10.0.0.1", 80), true),
+        ] {
+            assert_eq!(ports_conflict(&a, &b), conflict, "{a:?} {b:?}");
+        }
+        let p = pod(json!({"containers": [{"name": "a", "image": "x", "ports": [
+            {"containerPort": 80, "hostPort": 8080}, {"containerPort": 53, "hostPort": 53, "protocol": "UDP", "hostIP": "0.0.0.0"}, {"containerPort": 90}]}]}));
+        assert_eq!(host_ports(&p), [hp("TCP", "", 8080), hp("UDP", "", 53)]);
+        let (a, b) = (node("a", json!({})), node("b", json!({})));
+        let taken = [hp("TCP", "", 8080)];
+        let views: Vec<(&Node, usize, &[HostPort])> = vec![(&a, 0, &taken[..]), (&b, 5, &[][..])];
+        assert_eq!(schedule_with_ports(&p, &views).expect("fits"), "b");
+        let views: Vec<(&Node, usize, &[HostPort])> = vec![(&a, 0, &taken[..])];
+        assert_eq!(
+            schedule_with_ports(&p, &views).expect_err("no fit").to_string(),
+            "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+        );
     }
 
     #[test]
