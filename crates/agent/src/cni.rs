@@ -43,7 +43,7 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 
 /// Every choice: name, what it builds.
 pub const PLUGINS: &[(&str, &str)] = &[
-    ("kins", "kins-bridge (built in) + portmap + bandwidth; cni0 bridge, host-gw routes between nodes"),
+    ("kins", "kins-bridge (built in, CNI 1.1, hostPort on nftables); cni0 bridge, host-gw routes between nodes"),
     ("bridge", "reference bridge + host-local IPAM + portmap + bandwidth; cni0 bridge, host-gw routes"),
     ("ptp", "reference ptp + host-local IPAM + portmap + bandwidth; a veth and a /32 route per pod, no bridge, host-gw routes"),
     ("vxlan", "reference bridge + host-local on a VXLAN overlay (flannel's vxlan backend): kins.1, VNI 1, UDP 8472, MTU -50"),
@@ -95,10 +95,16 @@ pub fn conflist(plugin: Plugin, inp: &ConfInputs, template: Option<&str>) -> Str
         json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
     ];
     let first = match plugin {
-        Plugin::Kins => json!({
-            "type": "kins-bridge", "bridge": "cni0",
-            "ipam": {"type": "kins-host-local", "subnet": inp.pod_cidr, "dataDir": inp.ipam_dir},
-        }),
+        Plugin::Kins => {
+            // One plugin does it all (hostPort too): one process per pod, not three.
+            let only = json!({
+                "type": "kins-bridge", "bridge": "cni0",
+                "capabilities": {"portMappings": true},
+                "ipam": {"type": "kins-host-local", "subnet": inp.pod_cidr, "dataDir": inp.ipam_dir},
+            });
+            let list = json!({"cniVersion": inp.cni_version, "name": "kins", "plugins": [only]});
+            return serde_json::to_string_pretty(&list).unwrap_or_default() + "\n";
+        }
         Plugin::Bridge => json!({
             "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
             "hairpinMode": true, "ipam": host_local,
@@ -272,12 +278,7 @@ impl NodeCni {
             }
         };
         inp.cni_version = &version;
-        let mut text = conflist(self.plugin, &inp, template);
-        if self.plugin == Plugin::Kins {
-            // The built-in choice works without the reference plugins, minus hostPort and
-            // bandwidth: those are left out when portmap or bandwidth are not installed.
-            text = self.without_missing(&text);
-        }
+        let text = conflist(self.plugin, &inp, template);
         let path = self.conf_dir.join("10-kins.conflist");
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
             let tmp = path.with_extension("tmp");
@@ -287,24 +288,6 @@ impl NodeCni {
             tracing::info!(path = %path.display(), plugin = ?self.plugin, version, "CNI configuration written");
         }
         Ok(path)
-    }
-
-    fn without_missing(&self, text: &str) -> String {
-        use cni::runtime::Exec;
-        let Ok(mut v) = serde_json::from_str::<Value>(text) else {
-            return text.to_string();
-        };
-        if let Some(ps) = v["plugins"].as_array_mut() {
-            ps.retain(|p| {
-                let ty = p["type"].as_str().unwrap_or("");
-                let found = self.runtime.exec.find(ty, &self.runtime.path).is_ok();
-                if !found {
-                    tracing::warn!(plugin = ty, "CNI plugin not installed (containernetworking-plugins): left out of the chain");
-                }
-                found
-            });
-        }
-        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     }
 
     fn load(&self) -> Result<ConfList, AgentError> {
@@ -431,11 +414,7 @@ mod tests {
     #[test]
     fn every_builtin_list_parses_and_has_its_chain() {
         for (p, types, mtu) in [
-            (
-                Plugin::Kins,
-                vec!["kins-bridge", "portmap", "bandwidth"],
-                None,
-            ),
+            (Plugin::Kins, vec!["kins-bridge"], None),
             (Plugin::Bridge, vec!["bridge", "portmap", "bandwidth"], None),
             (Plugin::Ptp, vec!["ptp", "portmap", "bandwidth"], None),
             (

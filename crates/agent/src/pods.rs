@@ -1403,8 +1403,10 @@ async fn teardown(ctx: &Ctx, uid: &str, grace: Duration) {
 /// Tears down pods whose API object is gone (deleted while the agent was away).
 async fn sweep_orphans(ctx: Arc<Ctx>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let mut round: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
+        round += 1;
         let lp = ListParams::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
         // Only pods set up before the list was asked for can be orphans: a pod created
         // since is missing from the list without being gone.
@@ -1415,14 +1417,19 @@ async fn sweep_orphans(ctx: Arc<Ctx>) {
         let live: HashSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
         // CNI GC: what the chain holds for pods this node no longer has (every pod with
         // state on disk is still valid: teardown DELs those).
-        let mut valid: Vec<String> = state::all(&ctx.cfg.run_dir);
-        valid.extend(live.iter().cloned());
-        valid.sort();
-        valid.dedup();
-        match ctx.cni.gc(valid).await {
-            Ok(gone) if !gone.is_empty() => tracing::info!(?gone, "CNI GC released attachments"),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "CNI GC"),
+        // Once at start, then every minute.
+        if round % 12 == 1 {
+            let mut valid: Vec<String> = state::all(&ctx.cfg.run_dir);
+            valid.extend(live.iter().cloned());
+            valid.sort();
+            valid.dedup();
+            match ctx.cni.gc(valid).await {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(?gone, "CNI GC released attachments")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "CNI GC"),
+            }
         }
         for uid in state::all(&ctx.cfg.run_dir) {
             let made = std::fs::metadata(state::pod_dir(&ctx.cfg.run_dir, &uid))

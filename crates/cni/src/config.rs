@@ -48,6 +48,18 @@ pub struct NetConf {
     /// The result of ADD, given back to CHECK and DEL.
     #[serde(default)]
     pub prev_result: Option<serde_json::Value>,
+    /// Capability arguments from the runtime: `portMappings` (hostPort), when the
+    /// configuration declares `"capabilities": {"portMappings": true}`.
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+}
+
+/// The `runtimeConfig` section this plugin reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub port_mappings: Vec<crate::hostport::PortMapping>,
 }
 
 /// The `ipam` section.

@@ -94,17 +94,26 @@ impl Store {
     fn lock(&self) -> Result<Flock<File>> {
         let by_id = self.dir.join(BY_ID);
         fs::create_dir_all(&by_id).map_err(store_err(&by_id))?;
-        let path = self.dir.join(LOCK);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(store_err(&path))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| store_err(&path)(io::Error::from_raw_os_error(e as i32)))
+        lock_file(&self.dir.join(LOCK))
     }
+}
 
+/// An exclusive lock on `path` (made if missing), held until dropped.
+pub fn lock_file(path: &Path) -> Result<Flock<File>> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(store_err(dir))?;
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(store_err(path))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| store_err(path)(io::Error::from_raw_os_error(e as i32)))
+}
+
+impl Store {
     fn index_path(&self, container_id: &str, ifname: &str) -> PathBuf {
         self.dir
             .join(BY_ID)

@@ -15,6 +15,7 @@
 
 pub mod config;
 mod error;
+pub mod hostport;
 pub mod ipam;
 pub mod plugin;
 pub mod runtime;
@@ -55,13 +56,25 @@ pub fn run(command: &str, env: &CniEnv, stdin: &[u8]) -> Output {
         return failure(&version_of(stdin), &e, env);
     }
     match net::RtNet::current() {
-        Ok(net) => run_with(&net, command, env, stdin),
+        Ok(net) => run_with_nft(&net, &hostport::NftCommand, command, env, stdin),
         Err(e) => failure(&version_of(stdin), &Error::Net(e), env),
     }
 }
 
-/// [`run`] on a given [`Net`] (a [`net::FakeNet`] in unit tests).
+/// [`run`] on a given [`Net`] (a [`net::FakeNet`] in unit tests), without nftables
+/// (hostPort mappings fail).
 pub fn run_with(net: &dyn Net, command: &str, env: &CniEnv, stdin: &[u8]) -> Output {
+    run_with_nft(net, &hostport::NoNft, command, env, stdin)
+}
+
+/// [`run`] on a given [`Net`] and [`hostport::Nft`].
+pub fn run_with_nft(
+    net: &dyn Net,
+    nft: &dyn hostport::Nft,
+    command: &str,
+    env: &CniEnv,
+    stdin: &[u8],
+) -> Output {
     if command == "VERSION" {
         return version(stdin);
     }
@@ -73,8 +86,8 @@ pub fn run_with(net: &dyn Net, command: &str, env: &CniEnv, stdin: &[u8]) -> Out
         Err(e) => return failure(&version_of(stdin), &e, env),
     };
     let done = match command {
-        "ADD" => plugin::add(net, &conf, env).map(|r| json_line(&r)),
-        "DEL" => plugin::del(net, &conf, env).map(|()| String::new()),
+        "ADD" => plugin::add(net, nft, &conf, env).map(|r| json_line(&r)),
+        "DEL" => plugin::del(net, nft, &conf, env).map(|()| String::new()),
         "CHECK" if conf.pre_1_0() && conf.cni_version != "0.4.0" => {
             Err(Error::IncompatibleVersion(conf.cni_version.clone()))
         }
@@ -83,7 +96,7 @@ pub fn run_with(net: &dyn Net, command: &str, env: &CniEnv, stdin: &[u8]) -> Out
             Err(Error::IncompatibleVersion(conf.cni_version.clone()))
         }
         "STATUS" => plugin::status(&conf).map(|()| String::new()),
-        "GC" => plugin::gc(net, &conf, &valid_attachments(stdin)).map(|_| String::new()),
+        "GC" => plugin::gc(net, nft, &conf, &valid_attachments(stdin)).map(|_| String::new()),
         other => check_command(other).map(|()| String::new()),
     };
     match done {

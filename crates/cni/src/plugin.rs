@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 use net::{default_dst, Mac, Net, Route};
 
 use crate::config::{CniEnv, NetConf};
+use crate::hostport::{self, Nft};
 use crate::ipam::Store;
 use crate::types::{CniResult, Dns, Interface, IpConfig, RouteEntry};
 use crate::{Error, Result};
@@ -89,11 +90,26 @@ fn ensure_forwarding(net: &dyn Net) -> Result<()> {
 ///
 /// Repeating ADD for the same container and interface gives the same address and a
 /// fresh veth pair. On failure, what this call set up is taken down again.
-pub fn add(net: &dyn Net, conf: &NetConf, env: &CniEnv) -> Result<CniResult> {
+pub fn add(net: &dyn Net, nft: &dyn Nft, conf: &NetConf, env: &CniEnv) -> Result<CniResult> {
     env.validate(false)?;
     let store = store(conf);
     let ip = store.allocate(&env.container_id, &env.ifname)?;
-    match setup(net, conf, env, ip) {
+    let maps = &conf.runtime_config.port_mappings;
+    let done = setup(net, conf, env, ip).and_then(|result| {
+        if !maps.is_empty() {
+            hostport::add(
+                nft,
+                &conf.store_dir(),
+                &conf.bridge,
+                conf.subnet(),
+                &env.container_id,
+                ip,
+                maps,
+            )?;
+        }
+        Ok(result)
+    });
+    match done {
         Ok(result) => Ok(result),
         Err(e) => {
             let _ = teardown(net, env);
@@ -189,8 +205,11 @@ fn teardown(net: &dyn Net, env: &CniEnv) -> Result<()> {
 
 /// DEL: removes the container's veth pair (if still there) and releases its address.
 /// Succeeds when everything is gone already; CNI_NETNS is not needed.
-pub fn del(net: &dyn Net, conf: &NetConf, env: &CniEnv) -> Result<()> {
+pub fn del(net: &dyn Net, nft: &dyn Nft, conf: &NetConf, env: &CniEnv) -> Result<()> {
     env.validate(true)?;
+    if !conf.runtime_config.port_mappings.is_empty() {
+        hostport::remove(nft, &|c| c == env.container_id)?;
+    }
     teardown(net, env)?;
     store(conf).release(&env.container_id, &env.ifname)?;
     Ok(())
@@ -251,9 +270,14 @@ pub fn check(net: &dyn Net, conf: &NetConf, env: &CniEnv) -> Result<()> {
 /// GC (specification 1.1): releases the addresses of attachments not in `valid`
 /// (`cni.dev/valid-attachments`) and removes their host veths; returns the released
 /// container ids.
-pub fn gc(net: &dyn Net, conf: &NetConf, valid: &[(String, String)]) -> Result<Vec<String>> {
+pub fn gc(
+    net: &dyn Net,
+    nft: &dyn Nft,
+    conf: &NetConf,
+    valid: &[(String, String)],
+) -> Result<Vec<String>> {
     let store = store(conf);
-    let mut released = Vec::new();
+    let mut released = hostport::remove(nft, &|c| !valid.iter().any(|(v, _)| v == c))?;
     for a in store.allocations()? {
         if valid
             .iter()
@@ -270,6 +294,8 @@ pub fn gc(net: &dyn Net, conf: &NetConf, valid: &[(String, String)]) -> Result<V
         store.release(&a.container_id, &a.ifname)?;
         released.push(a.container_id);
     }
+    released.sort();
+    released.dedup();
     Ok(released)
 }
 
