@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context};
 
+pub mod cni;
+pub mod dns;
 pub mod pods;
+pub mod services;
 pub mod term;
 
 /// The kins binary under test: $KINS_BIN, else the workspace's release or debug build.

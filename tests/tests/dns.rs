@@ -11,190 +11,15 @@
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use kins_tests::pods::{
-    create, exec, get_json, in_pod, kubectl, pod_netns, wait_for, wait_running,
+use kins_tests::dns::{
+    corefile, data, dig, dns_basic, set_corefile, wait_answer, wait_ttl, BASIC_TTL, DNS,
 };
+use kins_tests::pods::{create, exec, get_json, in_pod, kubectl, pod_netns, wait_for};
 use kins_tests::{ok, Cluster};
 use serde_json::{json, Value};
 
-const DNS: &str = "10.96.0.10";
-
-/// One `dig` from inside the dnsutils pod's container (its own dig and resolv.conf):
-/// the status and the answer lines (`name ttl class type data`).
-fn dig(c: &Cluster, pod: &Value, args: &[&str]) -> Result<(String, Vec<String>)> {
-    let mut argv = vec![
-        "dig",
-        "+noall",
-        "+answer",
-        "+comments",
-        "+tries=1",
-        "+time=3",
-    ];
-    argv.extend_from_slice(args);
-    let out = exec(c, pod, "dnsutils", &argv)?;
-    let status = out
-        .lines()
-        .find_map(|l| l.split("status: ").nth(1))
-        .and_then(|s| s.split(',').next())
-        .with_context(|| format!("no status in dig output:\n{out}"))?
-        .to_string();
-    let answers = out
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    Ok((status, answers))
-}
-
-/// The data of the answers of one type (`A`, `SRV`, ...), sorted.
-fn data(answers: &[String], rtype: &str) -> Vec<String> {
-    let mut out: Vec<String> = answers
-        .iter()
-        .filter_map(|a| {
-            let f: Vec<&str> = a.splitn(5, ' ').collect();
-            (f.len() == 5 && f[3] == rtype).then(|| f[4].to_string())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Asks until the answer's data of `rtype` is `want` (watch-driven changes take a moment).
-fn wait_answer(c: &Cluster, pod: &Value, name: &str, rtype: &str, want: &[&str]) -> Result<()> {
-    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    let mut last = Vec::new();
-    let got = wait_for(&format!("{name} {rtype} = {want:?}"), 30, || {
-        let (_, answers) = dig(c, pod, &[name, rtype])?;
-        last = data(&answers, rtype);
-        Ok((last == want).then_some(()))
-    });
-    got.with_context(|| format!("last answer {last:?}"))
-}
-
-fn pod_ip(pod: &Value) -> Result<String> {
-    Ok(pod["status"]["podIP"]
-        .as_str()
-        .context("podIP")?
-        .to_string())
-}
-
 fn manifest(v: Value) -> String {
     v.to_string()
-}
-
-fn busybox_pod(name: &str, ns: &str, labels: Value, extra_spec: Value) -> String {
-    let mut spec = json!({"terminationGracePeriodSeconds": 0,
-        "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
-        s.extend(e.clone());
-    }
-    manifest(json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels}, "spec": spec}))
-}
-
-/// A DNS server the test runs in a pod's network namespace (the host's python3 there):
-/// it answers A questions with 192.0.2.1 (a documentation address, never contacted) and
-/// other types with no data, and appends every question's name to a file.
-struct Upstream {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn upstream(c: &Cluster, pod: &Value) -> Result<Upstream> {
-    let log = c.data.path().join("upstream.log");
-    let script = format!(
-        r#"import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 53))
-log = open("{log}", "a")
-while True:
-    d, a = s.recvfrom(4096)
-    i, labels = 12, []
-    while d[i] != 0:
-        labels.append(d[i + 1:i + 1 + d[i]].decode())
-        i += 1 + d[i]
-    q = d[12:i + 5]
-    qtype = int.from_bytes(d[i + 1:i + 3], "big")
-    log.write(".".join(labels).lower() + "\n")
-    log.flush()
-    if qtype == 1:
-        ans = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, 1])
-        s.sendto(d[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q + ans, a)
-    else:
-        s.sendto(d[:2] + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00" + q, a)
-"#,
-        log = log.display()
-    );
-    let child = Command::new("nsenter")
-        .arg(format!("--net={}", pod_netns(c, pod).display()))
-        .args(["python3", "-c", &script])
-        .spawn()
-        .context("starting the upstream DNS server")?;
-    Ok(Upstream { child, log })
-}
-
-fn set_corefile(c: &Cluster, corefile: &str) -> Result<()> {
-    let patch = json!({"data": {"Corefile": corefile}}).to_string();
-    kubectl(
-        c,
-        &[
-            "-n",
-            "kube-system",
-            "patch",
-            "configmap",
-            "coredns",
-            "--type=merge",
-            "-p",
-            &patch,
-        ],
-    )?;
-    Ok(())
-}
-
-/// A Corefile like kubeadm's, with the kubernetes TTL `ttl` (to see when it applies),
-/// forwarding to `upstream`, and `extra` plugins.
-fn corefile(ttl: u32, upstream: &str, extra: &str) -> String {
-    format!(
-        ".:53 {{
-    errors
-    health {{
-       lameduck 5s
-    }}
-    ready
-{extra}
-    kubernetes cluster.local in-addr.arpa ip6.arpa {{
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl {ttl}
-    }}
-    prometheus :9153
-    forward . {upstream}
-    cache 30
-    reload
-    loadbalance
-}}
-"
-    )
-}
-
-/// Waits until the kubernetes plugin answers with TTL `ttl`: the Corefile carrying it
-/// is the one serving.
-fn wait_ttl(c: &Cluster, pod: &Value, ttl: u32) -> Result<()> {
-    wait_for(&format!("the Corefile with ttl {ttl} to apply"), 30, || {
-        let (_, answers) = dig(c, pod, &["kubernetes.default.svc.cluster.local", "A"])?;
-        Ok(answers
-            .first()
-            .is_some_and(|a| a.split(' ').nth(1) == Some(ttl.to_string().as_str()))
-            .then_some(()))
-    })
 }
 
 /// A raw UDP exchange with kube-dns from a pod's network namespace: the reply's bytes
@@ -239,56 +64,30 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
         ports == ["53/UDP", "53/TCP", "9153/TCP"],
         "kube-dns ports {ports:?}"
     );
-    let dns_pod = wait_for("the coredns pod to be ready", 60, || {
-        let pods = get_json(
-            &c,
-            &["-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns"],
-        )?;
-        Ok(pods["items"]
-            .as_array()
-            .and_then(|a| a.first())
-            .cloned()
-            .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            }))
-    })?;
+    // The basic check (shared with the CNI plugin suite): web-1 and web-2 under the
+    // headless Service hl, the Service web, dnsutils on the second node, and forwarding to
+    // the test's own upstream from the first query on.
+    let basic = dns_basic(&c, n1, "dns-e2e-worker2")?;
+    let (dns_pod, du, up, up_ip) = (&basic.dns_pod, &basic.du, &basic.upstream, &basic.up_ip);
+    let (ip1, web_ip) = (basic.ip1.clone(), basic.web_ip.clone());
+    ensure!(basic.ip2 != ip1, "web-1 and web-2 share {ip1}");
 
-    // The objects to resolve.
+    // More objects to resolve: the same names in another namespace, an ExternalName.
     kubectl(&c, &["create", "namespace", "other"])?;
-    for (name, ns, node) in [
-        ("web-1", "default", n1),
-        ("web-2", "default", n1),
-        ("web-o", "other", n1),
-    ] {
-        create(
-            &c,
-            &busybox_pod(
-                name,
-                ns,
-                json!({"app": "web"}),
-                json!({"nodeName": node, "hostname": name, "subdomain": "hl"}),
-            ),
-        )?;
-    }
-    for ns in ["default", "other"] {
-        create(
-            &c,
-            &manifest(json!({"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "web", "namespace": ns},
-                "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})),
-        )?;
-    }
     create(
         &c,
-        &manifest(
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hl"},
-            "spec": {"clusterIP": "None", "selector": {"app": "web"},
-                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
+        &kins_tests::dns::busybox_pod(
+            "web-o",
+            "other",
+            json!({"app": "web"}),
+            json!({"nodeName": n1, "hostname": "web-o", "subdomain": "hl"}),
         ),
+    )?;
+    create(
+        &c,
+        &manifest(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "other"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})),
     )?;
     create(
         &c,
@@ -297,104 +96,26 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
             "spec": {"type": "ExternalName", "externalName": "db.example.test"}}),
         ),
     )?;
-    create(
-        &c,
-        &manifest(
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dnsutils"},
-            "spec": {"nodeName": "dns-e2e-worker2", "terminationGracePeriodSeconds": 0, "containers": [{
-                "name": "dnsutils", "image": "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.3",
-                "command": ["sleep", "3600"]}]}}),
-        ),
-    )?;
-    create(
-        &c,
-        &busybox_pod("upstream", "default", json!({}), json!({"nodeName": n1})),
-    )?;
-    let w1 = wait_running(&c, "web-1")?;
-    let w2 = wait_running(&c, "web-2")?;
-    let du = wait_running(&c, "dnsutils")?;
-    let up_pod = wait_running(&c, "upstream")?;
-    let (ip1, ip2) = (pod_ip(&w1)?, pod_ip(&w2)?);
-    let web_ip = get_json(&c, &["get", "svc", "web"])?["spec"]["clusterIP"]
-        .as_str()
-        .context("clusterIP")?
-        .to_string();
-
-    // First, forwarding goes to the test's own upstream (and a hosts entry is added).
-    let up = upstream(&c, &up_pod)?;
-    let up_ip = pod_ip(&up_pod)?;
+    // A hosts entry added to the Corefile (still forwarding to the test's upstream).
     let hosts = "    hosts {\n       10.0.0.42 legacy.example.test\n       fallthrough\n    }";
-    set_corefile(&c, &corefile(7, &up_ip, hosts))?;
-    wait_ttl(&c, &du, 7)?;
+    let ttl = BASIC_TTL + 1;
+    set_corefile(&c, &corefile(ttl, up_ip, hosts))?;
+    wait_ttl(&c, du, ttl)?;
 
-    // The pod's resolver configuration (dnsPolicy ClusterFirst).
-    let resolv = exec(&c, &du, "dnsutils", &["cat", "/etc/resolv.conf"])?;
-    ensure!(
-        resolv == "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
-        "resolv.conf:\n{resolv}"
-    );
-
-    // Records of the specification.
-    wait_answer(&c, &du, "web.default.svc.cluster.local", "A", &[&web_ip])?;
-    wait_answer(&c, &du, "hl.default.svc.cluster.local", "A", &[&ip1, &ip2])?;
-    wait_answer(&c, &du, "web-1.hl.default.svc.cluster.local", "A", &[&ip1])?;
-    wait_answer(&c, &du, "WEB.Default.SVC.cluster.LOCAL", "A", &[&web_ip])?;
-    let (_, a) = dig(
+    wait_answer(
         &c,
-        &du,
-        &["_http._tcp.web.default.svc.cluster.local", "SRV"],
+        du,
+        "ext.default.svc.cluster.local",
+        "CNAME",
+        &["db.example.test."],
     )?;
-    ensure!(
-        data(&a, "SRV") == ["0 100 80 web.default.svc.cluster.local."],
-        "SRV of a ClusterIP service: {a:?}"
-    );
-    let (_, a) = dig(&c, &du, &["_http._tcp.hl.default.svc.cluster.local", "SRV"])?;
-    let targets: Vec<String> = data(&a, "SRV")
-        .iter()
-        .filter_map(|r| r.rsplit(' ').next().map(str::to_string))
-        .collect();
-    ensure!(
-        targets
-            == [
-                "web-1.hl.default.svc.cluster.local.",
-                "web-2.hl.default.svc.cluster.local."
-            ],
-        "SRV per endpoint of a headless service: {a:?}"
-    );
-    let (_, a) = dig(&c, &du, &["-x", &web_ip])?;
-    ensure!(
-        data(&a, "PTR") == ["web.default.svc.cluster.local."],
-        "PTR of the ClusterIP: {a:?}"
-    );
-    let (_, a) = dig(&c, &du, &["-x", &ip1])?;
-    ensure!(
-        data(&a, "PTR") == ["web-1.hl.default.svc.cluster.local."],
-        "PTR of a headless endpoint: {a:?}"
-    );
-    let (_, a) = dig(&c, &du, &["ext.default.svc.cluster.local", "A"])?;
+    let (_, a) = dig(&c, du, &["ext.default.svc.cluster.local", "A"])?;
     ensure!(
         data(&a, "CNAME") == ["db.example.test."],
         "ExternalName: {a:?}"
     );
-    let dashed = ip1.replace('.', "-");
-    let (_, a) = dig(
-        &c,
-        &du,
-        &[&format!("{dashed}.default.pod.cluster.local"), "A"],
-    )?;
-    ensure!(data(&a, "A") == [ip1.clone()], "pod A record: {a:?}");
-    let (_, a) = dig(&c, &du, &["dns-version.cluster.local", "TXT"])?;
+    let (_, a) = dig(&c, du, &["dns-version.cluster.local", "TXT"])?;
     ensure!(data(&a, "TXT") == ["\"1.1.0\""], "dns-version: {a:?}");
-    let (status, a) = dig(&c, &du, &["nope.default.svc.cluster.local", "A"])?;
-    ensure!(
-        status == "NXDOMAIN" && a.is_empty(),
-        "missing name: {status} {a:?}"
-    );
-    let (status, a) = dig(&c, &du, &["web.default.svc.cluster.local", "AAAA"])?;
-    ensure!(
-        status == "NOERROR" && a.is_empty(),
-        "no AAAA (NODATA): {status} {a:?}"
-    );
     // Truncation over UDP, the whole answer over TCP: 40 endpoints of a headless service.
     create(
         &c,
@@ -415,13 +136,13 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
         ),
     )?;
     let over_tcp = wait_for("40 addresses over TCP", 30, || {
-        let (_, a) = dig(&c, &du, &["+tcp", "many.default.svc.cluster.local", "A"])?;
+        let (_, a) = dig(&c, du, &["+tcp", "many.default.svc.cluster.local", "A"])?;
         Ok((data(&a, "A").len() == 40).then_some(()))
     });
     over_tcp?;
     let udp = exec(
         &c,
-        &du,
+        du,
         "dnsutils",
         &[
             "dig",
@@ -437,18 +158,14 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
         "no TC bit over UDP:\n{udp}"
     );
 
-    // Search paths from the pod, as programs resolve (glibc through resolv.conf).
-    let out = exec(&c, &du, "dnsutils", &["getent", "hosts", "web"])?;
-    ensure!(
-        out.split_whitespace().collect::<Vec<_>>()
-            == [web_ip.as_str(), "web.default.svc.cluster.local"],
-        "getent hosts web: {out}"
-    );
+    // Search paths from the pod, as programs resolve (glibc through resolv.conf): a
+    // service of another namespace as `name.namespace`.
     let other_ip = get_json(&c, &["-n", "other", "get", "svc", "web"])?["spec"]["clusterIP"]
         .as_str()
         .context("clusterIP")?
         .to_string();
-    let out = exec(&c, &du, "dnsutils", &["getent", "hosts", "web.other"])?;
+    wait_answer(&c, du, "web.other.svc.cluster.local", "A", &[&other_ip])?;
+    let out = exec(&c, du, "dnsutils", &["getent", "hosts", "web.other"])?;
     ensure!(out.starts_with(&other_ip), "getent hosts web.other: {out}");
 
     // ExternalName changes follow.
@@ -465,7 +182,7 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
     )?;
     wait_answer(
         &c,
-        &du,
+        du,
         "ext.default.svc.cluster.local",
         "CNAME",
         &["db2.example.test."],
@@ -479,18 +196,18 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
             "spec": {"type": "ExternalName", "externalName": "web.default.svc.cluster.local"}}),
         ),
     )?;
-    wait_answer(&c, &du, "inner.default.svc.cluster.local", "A", &[&web_ip])?;
-    let (_, a) = dig(&c, &du, &["ext.default.svc.cluster.local", "A"])?;
+    wait_answer(&c, du, "inner.default.svc.cluster.local", "A", &[&web_ip])?;
+    let (_, a) = dig(&c, du, &["ext.default.svc.cluster.local", "A"])?;
     ensure!(
         data(&a, "CNAME") == ["db2.example.test."] && data(&a, "A") == ["192.0.2.1"],
         "ExternalName to an outside name: {a:?}"
     );
-    let out = exec(&c, &du, "dnsutils", &["getent", "hosts", "inner"])?;
+    let out = exec(&c, du, "dnsutils", &["getent", "hosts", "inner"])?;
     ensure!(out.starts_with(&web_ip), "getent hosts inner: {out}");
 
     // The Corefile's hosts entry, and forwarding to the test's upstream only.
-    wait_answer(&c, &du, "legacy.example.test", "A", &["10.0.0.42"])?;
-    wait_answer(&c, &du, "outside.example.test", "A", &["192.0.2.1"])?;
+    wait_answer(&c, du, "legacy.example.test", "A", &["10.0.0.42"])?;
+    wait_answer(&c, du, "outside.example.test", "A", &["192.0.2.1"])?;
     let asked = std::fs::read_to_string(&up.log).context("reading the upstream's log")?;
     ensure!(
         asked.lines().any(|l| l == "outside.example.test"),
@@ -503,7 +220,7 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
         "cluster or hosts names reached the upstream: {asked}"
     );
     // kins-dns counts its forwarded queries per upstream: only the test's was used.
-    let metrics = dns_metrics(&c, &du)?;
+    let metrics = dns_metrics(&c, du)?;
     let forwards: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("coredns_forward_requests_total{"))
@@ -550,26 +267,26 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
         logs.contains("Corefile not applied"),
         "no word in the log:\n{logs}"
     );
-    wait_answer(&c, &du, "legacy.example.test", "A", &["10.0.0.42"])?;
-    set_corefile(&c, &corefile(9, &up_ip, ""))?;
-    wait_ttl(&c, &du, 9)?;
+    wait_answer(&c, du, "legacy.example.test", "A", &["10.0.0.42"])?;
+    set_corefile(&c, &corefile(9, up_ip, ""))?;
+    wait_ttl(&c, du, 9)?;
 
     // Malformed queries: FORMERR, and the server stays up. A header claiming two questions
     // with one; then a truncated question.
     let two_questions = "abcd010000020000000000000377656207636c7573746572056c6f63616c0000010001";
-    let reply = raw_udp(&c, &du, two_questions)?;
+    let reply = raw_udp(&c, du, two_questions)?;
     ensure!(reply.len() >= 8, "no reply to a malformed query: {reply:?}");
     let rcode = u8::from_str_radix(&reply[6..8], 16)? & 0x0f;
     ensure!(
         rcode == 1,
         "rcode {rcode} for two questions, want FORMERR (1): {reply}"
     );
-    let _ = raw_udp(&c, &du, "abcd0100000100000000000003776562")?;
-    wait_answer(&c, &du, "web.default.svc.cluster.local", "A", &[&web_ip])?;
+    let _ = raw_udp(&c, du, "abcd0100000100000000000003776562")?;
+    wait_answer(&c, du, "web.default.svc.cluster.local", "A", &[&web_ip])?;
 
     // The metrics port answers through the Service.
     ensure!(
-        dns_metrics(&c, &du)?.contains("coredns_dns_requests_total{"),
+        dns_metrics(&c, du)?.contains("coredns_dns_requests_total{"),
         "no request counters"
     );
 
@@ -581,7 +298,7 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
         .output()?)?;
     let stopped = (|| -> Result<()> {
         for _ in 0..3 {
-            let (_, a) = dig(&c, &du, &["web.default.svc.cluster.local", "A"])?;
+            let (_, a) = dig(&c, du, &["web.default.svc.cluster.local", "A"])?;
             ensure!(
                 data(&a, "A") == [web_ip.clone()],
                 "while the API is stopped: {a:?}"
@@ -595,7 +312,7 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
     stopped?;
     let old = c.kill_apiserver()?;
     c.wait_apiserver_restarted(old, std::time::Duration::from_secs(30))?;
-    let (_, a) = dig(&c, &du, &["web.default.svc.cluster.local", "A"])?;
+    let (_, a) = dig(&c, du, &["web.default.svc.cluster.local", "A"])?;
     ensure!(
         data(&a, "A") == [web_ip.clone()],
         "after the restart: {a:?}"
@@ -611,7 +328,7 @@ fn cluster_dns_records_search_paths_corefile_and_resilience() -> Result<()> {
         .as_str()
         .context("clusterIP")?
         .to_string();
-    wait_answer(&c, &du, "late.default.svc.cluster.local", "A", &[&late])?;
+    wait_answer(&c, du, "late.default.svc.cluster.local", "A", &[&late])?;
     if late.is_empty() {
         bail!("no ClusterIP");
     }

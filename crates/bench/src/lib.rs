@@ -1,10 +1,13 @@
 //! Shared pieces of the benchmark programs: an HTTPS client with the admin identity of a
-//! cluster's kubeconfig, and percentiles.
+//! cluster's kubeconfig, percentiles, and (`dataplane`) pod-to-pod throughput and
+//! connection-rate measurements.
 
 use std::path::Path;
 
 use anyhow::Context;
 use base64::Engine;
+
+pub mod dataplane;
 
 /// Reads `key: value` fields of the kubeconfig kins writes.
 fn field(text: &str, key: &str) -> anyhow::Result<String> {
