@@ -818,11 +818,18 @@ fn upstream_reply(request: &[u8], tcp: bool) -> Option<Vec<u8>> {
 }
 
 async fn start_upstream() -> Upstream {
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = udp.local_addr().expect("addr");
-    let tcp = tokio::net::TcpListener::bind(addr).await.expect("bind tcp");
+    // A UDP port the kernel picks may be taken for TCP by another test: pick again then.
+    let (udp, addr, tcp) = loop {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = udp.local_addr().expect("addr");
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, addr, tcp),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("bind tcp: {e}"),
+        }
+    };
     let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = queries.clone();
     tokio::spawn(async move {
