@@ -18,7 +18,8 @@ pub struct PodState {
     pub name: String,
     /// The pod IP ("" until the network is set up).
     pub ip: String,
-    /// The node pod CIDR the IP came from (the CNI configuration of ADD, needed for DEL).
+    /// The node pod CIDR the IP came from (kept for reading; DEL now runs the configuration
+    /// the CNI cache recorded at ADD).
     #[serde(default)]
     pub subnet: String,
     pub host_network: bool,
