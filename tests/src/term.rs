@@ -105,15 +105,22 @@ impl Term {
         }
     }
 
-    /// Ends the command (and what it runs) as closing the terminal would.
+    /// Ends the command (and what it runs) as closing the terminal would: SIGHUP to the
+    /// command, and nothing typed. script(1)'s stdin is closed only once the command is
+    /// gone, because script turns the end of its input into the terminal's EOF character
+    /// (^D), which an attached shell would read as "exit".
     pub fn hang_up(mut self) -> String {
-        drop(self.stdin.take());
-        // The command is script(1)'s child (exec'd by its shell).
+        // The command is script(1)'s child (exec'd by its shell); script ends with it.
         let _ = Command::new("pkill")
             .args(["-HUP", "-P", &self.child.id().to_string()])
             .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop(self.stdin.take());
         self.output()
     }
 }

@@ -46,23 +46,16 @@ fn kubectl_attach_run_and_debug() -> Result<()> {
         for spdy in [false, true] {
             n += 1;
             let what = format!("{} spdy={spdy}", k.display());
-            // KNOWN FLAKE (see the stop note of 2026-12-07): about one run in four, an
-            // attach right after another one is refused with "container ... is not running"
-            // or kubectl's stdin pipe breaks, while the container runs on. Until that race
-            // is found, an attach step is tried a second time, and the first failure is
-            // printed so it stays visible.
-            let twice = |step: &dyn Fn() -> Result<()>, label: &str| -> Result<()> {
+            // A failed step prints what the pod and its node said.
+            let checked = |step: &dyn Fn() -> Result<()>, label: &str| -> Result<()> {
                 step()
-                    .or_else(|e| {
-                        eprintln!("FLAKE {label}, {what}: {e:#}; trying once more");
-                        step()
-                    })
+                    .inspect_err(|_| diagnose(&c))
                     .with_context(|| format!("{label}, {what}"))
             };
-            twice(&|| attach_pipe(&c, &k, spdy, n), "attach -i")?;
+            checked(&|| attach_pipe(&c, &k, spdy, n), "attach -i")?;
             run_pipe(&c, &k, spdy, n).with_context(|| format!("run -i --rm, {what}"))?;
             run_terminal(&c, &k, spdy, n).with_context(|| format!("run -it --rm, {what}"))?;
-            twice(&|| attach_terminal(&c, &k, spdy, n), "attach -it")?;
+            checked(&|| attach_terminal(&c, &k, spdy, n), "attach -it")?;
         }
         n += 1;
         debug_terminal(&c, &k, n).with_context(|| format!("debug -it, {}", k.display()))?;
@@ -90,6 +83,28 @@ fn kubectl_attach_run_and_debug() -> Result<()> {
         ensure!(s["state"].get("running").is_some(), "{s}");
     }
     Ok(())
+}
+
+/// What the pod and its node say, printed when a step fails.
+fn diagnose(c: &Cluster) {
+    if let Ok(p) = get_json(c, &["get", "pod", "shell"]) {
+        eprintln!(
+            "pod shell containerStatuses: {}",
+            p["status"]["containerStatuses"]
+        );
+    }
+    let logs = c.data.path().join(&c.name).join("logs");
+    for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        eprintln!(
+            "--- {} (last {} lines)\n{}",
+            e.path().display(),
+            tail.len(),
+            tail.join("\n")
+        );
+    }
 }
 
 /// `kubectl attach -i` to a container reading stdin without a terminal: the line typed
