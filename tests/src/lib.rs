@@ -64,7 +64,7 @@ impl Cluster {
     }
 
     /// `kins up --name NAME --api-port P EXTRA...` with a fresh data directory; without
-    /// the DNS add-on unless EXTRA says `--dns=true` (tests of other parts stay
+    /// the DNS and ingress add-ons unless EXTRA says `--dns=true` or `--ingress=true` (tests of other parts stay
     /// independent of it, and no test cluster can forward a query to the host's resolver).
     pub fn up_with(name: &str, extra: &[&str]) -> anyhow::Result<Cluster> {
         let data = tempfile::Builder::new().prefix("kins-test-").tempdir()?;
@@ -79,6 +79,9 @@ impl Cluster {
         let mut args = vec!["up", "--name", name, "--api-port", port_s.as_str()];
         if !extra.iter().any(|a| a.starts_with("--dns")) {
             args.push("--dns=false");
+        }
+        if !extra.iter().any(|a| a.starts_with("--ingress")) {
+            args.push("--ingress=false");
         }
         args.extend_from_slice(extra);
         let out = c.kins(&args)?;

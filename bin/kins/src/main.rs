@@ -49,6 +49,9 @@ enum Command {
     Supervise(commands::supervise::Args),
     /// Run the cluster DNS server (kins-dns) in the foreground, as the coredns pods do.
     Dns(commands::dns::Args),
+    /// Run the ingress controller (kins-ingress) in the foreground, as the
+    /// kube-system/kins-ingress pod does.
+    Ingress(commands::ingress::Args),
     /// Run the controller manager (node IPAM, node lifecycle, scheduler) in the foreground.
     ControllerManager(commands::controller_manager::Args),
     /// CNI: `kins cni ls` lists the plugins; without a subcommand, the built-in plugin
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::Exec(a) => commands::exec::run(a),
         Command::ControllerManager(a) => commands::controller_manager::run(a),
         Command::Dns(a) => commands::dns::run(a),
+        Command::Ingress(a) => commands::ingress::run(a),
         Command::Cni(a) => commands::cni::run(&cli.data_dir, a),
     };
     match result {

@@ -1,6 +1,9 @@
 //! The cluster add-ons a new cluster gets, as the objects kubeadm's addon phase creates:
 //! the DNS (a `coredns` Deployment in kube-system running kins-dns, its ServiceAccount,
-//! the `coredns` ConfigMap with a Corefile people edit, and the `kube-dns` Service).
+//! the `coredns` ConfigMap with a Corefile people edit, and the `kube-dns` Service), and
+//! the ingress controller (the `kins-ingress` Deployment in kube-system running
+//! `kins ingress`, its ServiceAccount, its LoadBalancer Service, and the IngressClass
+//! `kins` marked default).
 
 use serde_json::{json, Value};
 
@@ -101,6 +104,71 @@ pub fn dns_objects(dns_ip: &str) -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
+/// The image of the ingress add-on: built on the node from the running kins binary.
+pub fn ingress_image() -> String {
+    format!("kins.dev/kins-ingress:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The controller name of IngressClass `kins`.
+pub const INGRESS_CONTROLLER: &str = "kins.dev/ingress-controller";
+
+/// The ingress add-on's objects in creation order: `(plural, group, object)`; the
+/// namespaced ones in kube-system.
+pub fn ingress_objects() -> Vec<(&'static str, &'static str, Value)> {
+    let labels = json!({"app.kubernetes.io/name": "kins-ingress", "app.kubernetes.io/component": "controller"});
+    let meta = |name: &str| json!({"name": name, "namespace": "kube-system", "labels": labels});
+    let class = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "kins", "labels": labels,
+            "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": INGRESS_CONTROLLER}});
+    let sa =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta("kins-ingress")});
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": meta("kins-ingress"),
+        "spec": {"type": "LoadBalancer", "selector": labels, "ports": [
+            {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80},
+            {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}]}});
+    let field = |path: &str| json!({"fieldRef": {"apiVersion": "v1", "fieldPath": path}});
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("kins-ingress"),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "kins-ingress",
+                    "tolerations": [
+                        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                        {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "controller",
+                        "image": ingress_image(),
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["--publish-service=kube-system/kins-ingress"],
+                        "env": [
+                            {"name": "POD_NAME", "valueFrom": field("metadata.name")},
+                            {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")}],
+                        "ports": [
+                            {"name": "http", "containerPort": 80, "protocol": "TCP"},
+                            {"name": "https", "containerPort": 443, "protocol": "TCP"},
+                            {"name": "metrics", "containerPort": 10254, "protocol": "TCP"}],
+                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 10254, "scheme": "HTTP"},
+                            "periodSeconds": 1, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 10254, "scheme": "HTTP"},
+                            "initialDelaySeconds": 30, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 5},
+                        "resources": {"requests": {"cpu": "100m", "memory": "90Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": false,
+                            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+                            "readOnlyRootFilesystem": true}}]}}}});
+    vec![
+        ("ingressclasses", "networking.k8s.io", class),
+        ("serviceaccounts", "", sa),
+        ("services", "", svc),
+        ("deployments", "apps", deploy),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +203,43 @@ mod tests {
             objs[1].2["metadata"]["name"]
         );
         assert_eq!(pod["containers"][0]["image"], dns_image());
+    }
+
+    #[test]
+    fn the_ingress_objects_are_served_kinds_and_agree() {
+        let objs = ingress_objects();
+        for (plural, group, obj) in &objs {
+            let r = crate::RESOURCES
+                .iter()
+                .find(|r| r.plural == *plural && r.group == *group)
+                .expect("a served resource");
+            assert_eq!(obj["kind"], r.kind);
+            assert_eq!(obj["metadata"]["namespace"].is_string(), r.namespaced);
+        }
+        let class = &objs[0].2;
+        assert_eq!(class["spec"]["controller"], INGRESS_CONTROLLER);
+        assert_eq!(
+            class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
+            "true"
+        );
+        let (svc, deploy) = (&objs[2].2, &objs[3].2);
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        assert_eq!(
+            svc["spec"]["selector"],
+            deploy["spec"]["template"]["metadata"]["labels"]
+        );
+        let pod = &deploy["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], objs[1].2["metadata"]["name"]);
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], ingress_image());
+        let ports: Vec<&Value> = c["ports"].as_array().expect("ports").iter().collect();
+        for p in svc["spec"]["ports"].as_array().expect("ports") {
+            assert!(
+                ports
+                    .iter()
+                    .any(|cp| cp["containerPort"] == p["targetPort"]),
+                "{p}"
+            );
+        }
     }
 }

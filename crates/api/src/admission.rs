@@ -1,8 +1,11 @@
 //! Mutating admission that needs no IO: Kubernetes' ServiceAccount admission plugin, which
-//! mounts a projected service-account token volume into every container of a new pod.
+//! mounts a projected service-account token volume into every container of a new pod, and
+//! its DefaultIngressClass plugin, which gives a new Ingress that names no class the
+//! cluster's default IngressClass.
 //!
 //! The caller looks the ServiceAccount up (and refuses the pod when it is missing) and
-//! chooses the random volume-name suffix; this module only rewrites the pod.
+//! chooses the random volume-name suffix, or lists the IngressClasses; this module only
+//! rewrites the object.
 
 use serde_json::{json, Map, Value};
 
@@ -112,6 +115,66 @@ pub fn admit_pod(pod: &mut Value, service_account: &Value, suffix: &str) {
         } else {
             *volumes = json!([token_volume(&volume_name)]);
         }
+    }
+}
+
+/// The legacy annotation naming an Ingress's class, which `spec.ingressClassName` replaced.
+pub const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// The annotation (value `"true"`) that makes an IngressClass the cluster's default.
+pub const DEFAULT_INGRESS_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// Whether an Ingress names no class, neither in `spec.ingressClassName` nor in the legacy
+/// annotation (present with any value), and so gets the default one.
+pub fn wants_default_ingress_class(ingress: &Value) -> bool {
+    let named = ingress["spec"]
+        .get("ingressClassName")
+        .is_some_and(|c| !c.is_null());
+    let annotated = ingress["metadata"]["annotations"]
+        .get(INGRESS_CLASS_ANNOTATION)
+        .is_some();
+    !named && !annotated
+}
+
+/// The default among `classes` (IngressClass objects): those annotated
+/// [`DEFAULT_INGRESS_CLASS_ANNOTATION`]` = "true"`, the newest by creationTimestamp, the
+/// first by name among equally new ones (as Kubernetes ≥ 1.28).
+pub fn default_ingress_class(classes: &[Value]) -> Option<&str> {
+    let created = |c: &Value| {
+        c["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| t.timestamp_nanos_opt())
+    };
+    classes
+        .iter()
+        .filter(|c| {
+            c["metadata"]["annotations"][DEFAULT_INGRESS_CLASS_ANNOTATION].as_str() == Some("true")
+        })
+        .filter_map(|c| Some((created(c), c["metadata"]["name"].as_str()?)))
+        .max_by_key(|&(created, name)| (created, std::cmp::Reverse(name)))
+        .map(|(_, name)| name)
+}
+
+/// Applies the DefaultIngressClass admission to an Ingress being created: one that
+/// [`wants_default_ingress_class`] gets `spec.ingressClassName` set to the
+/// [`default_ingress_class`] of `classes`, if there is one.
+pub fn admit_ingress(ingress: &mut Value, classes: &[Value]) {
+    if !wants_default_ingress_class(ingress) {
+        return;
+    }
+    let Some(class) = default_ingress_class(classes) else {
+        return;
+    };
+    let Some(o) = ingress.as_object_mut() else {
+        return;
+    };
+    let spec = o.entry("spec").or_insert(Value::Null);
+    if spec.is_null() {
+        *spec = json!({});
+    }
+    if let Some(spec) = spec.as_object_mut() {
+        spec.insert("ingressClassName".into(), json!(class));
     }
 }
 
@@ -231,6 +294,92 @@ mod tests {
         for (what, pod, sa, want) in cases {
             assert_eq!(check(pod, sa), want, "{what}");
         }
+    }
+
+    /// An IngressClass, default or not, created at `created` (RFC 3339).
+    fn class(name: &str, default: Option<&str>, created: &str) -> Value {
+        let mut c = json!({"metadata": {"name": name, "creationTimestamp": created},
+                           "spec": {"controller": "kins.dev/ingress"}});
+        if let Some(v) = default {
+            c["metadata"]["annotations"] = json!({DEFAULT_INGRESS_CLASS_ANNOTATION: v});
+        }
+        c
+    }
+
+    #[test]
+    fn default_ingress_class_admission() {
+        let plain = json!({"metadata": {"name": "web"}, "spec": {"defaultBackend": {}}});
+        let old = class("old", Some("true"), "2024-01-01T00:00:00Z");
+        let new = class("new", Some("true"), "2024-06-01T00:00:00Z");
+        let twin = class("a-twin", Some("true"), "2024-06-01T00:00:00Z");
+        let other = class("other", None, "2025-01-01T00:00:00Z");
+        let not_true = class("false", Some("True"), "2025-01-01T00:00:00Z");
+        let with_class = with_spec(&plain, "ingressClassName", json!("mine"));
+        let mut annotated = plain.clone();
+        annotated["metadata"]["annotations"] = json!({INGRESS_CLASS_ANNOTATION: ""});
+        let cases: Vec<(&str, Value, Vec<Value>, Option<&str>)> = vec![
+            ("no classes", plain.clone(), vec![], None),
+            (
+                "no default class",
+                plain.clone(),
+                vec![other.clone(), not_true.clone()],
+                None,
+            ),
+            (
+                "one default class",
+                plain.clone(),
+                vec![other.clone(), old.clone()],
+                Some("old"),
+            ),
+            (
+                "two default classes: the newest",
+                plain.clone(),
+                vec![new.clone(), old.clone()],
+                Some("new"),
+            ),
+            (
+                "equally new: the first by name",
+                plain.clone(),
+                vec![new.clone(), twin.clone(), old.clone()],
+                Some("a-twin"),
+            ),
+            (
+                "class already set",
+                with_class,
+                vec![old.clone()],
+                Some("mine"),
+            ),
+            (
+                "empty class name is still set",
+                with_spec(&plain, "ingressClassName", json!("")),
+                vec![old.clone()],
+                Some(""),
+            ),
+            (
+                "null class name is unset",
+                with_spec(&plain, "ingressClassName", Value::Null),
+                vec![old.clone()],
+                Some("old"),
+            ),
+            ("legacy annotation set", annotated, vec![old.clone()], None),
+            (
+                "no spec at all",
+                json!({"metadata": {"name": "web"}}),
+                vec![old.clone()],
+                Some("old"),
+            ),
+        ];
+        for (what, ingress, classes, want) in cases {
+            let mut ingress = ingress;
+            admit_ingress(&mut ingress, &classes);
+            assert_eq!(ingress["spec"]["ingressClassName"].as_str(), want, "{what}");
+        }
+    }
+
+    fn with_spec(ingress: &Value, key: &str, v: Value) -> Value {
+        let mut i = ingress.clone();
+        i["spec"][key] = v;
+        i
     }
 
     #[test]

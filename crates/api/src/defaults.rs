@@ -46,6 +46,11 @@ pub fn apply_defaults(resource: &Resource, obj: &mut Value) {
             }
         }
         ("networking.k8s.io", "NetworkPolicy") => default_network_policy(spec_mut(o)),
+        ("networking.k8s.io", "IngressClass") => {
+            if let Some(params) = o.get_mut("spec").and_then(|s| s.get_mut("parameters")) {
+                set_in(params, "scope", json!("Cluster"));
+            }
+        }
         _ => {}
     }
 }
@@ -759,6 +764,16 @@ mod tests {
             json!({"metadata": {"name": "n"}}),
         );
         check("IngressClass", json!({"spec": {}}), json!({"spec": {}}));
+        check(
+            "IngressClass",
+            json!({"spec": {"parameters": {"kind": "Params", "name": "p"}}}),
+            json!({"spec": {"parameters": {"kind": "Params", "name": "p", "scope": "Cluster"}}}),
+        );
+        check(
+            "IngressClass",
+            json!({"spec": {"parameters": {"kind": "Params", "name": "p", "scope": "Namespace"}}}),
+            json!({"spec": {"parameters": {"kind": "Params", "name": "p", "scope": "Namespace"}}}),
+        );
     }
 
     #[test]

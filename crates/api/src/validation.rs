@@ -8,8 +8,9 @@
 //! (`restartPolicy`, `protocol`, `sessionAffinity`, ...) are checked only when present, so an
 //! object that skipped defaulting is not rejected for lacking them.
 //!
-//! The messages follow Kubernetes v1.34 (`pkg/apis/core/validation`, `pkg/apis/apps/validation`
-//! and apimachinery's `util/validation`); no code is shared with it.
+//! The messages follow Kubernetes v1.34 (`pkg/apis/core/validation`, `pkg/apis/apps/validation`,
+//! `pkg/apis/networking/validation` and apimachinery's `util/validation`); no code is shared
+//! with it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,6 +21,7 @@ use crate::Resource;
 
 mod checks;
 mod meta;
+mod networking;
 mod pod;
 mod service;
 mod workloads;
@@ -432,16 +434,19 @@ pub(crate) mod json {
 /// Validates an object about to be created.
 pub fn validate_create(resource: &Resource, obj: &Value) -> Vec<FieldError> {
     let mut e = Errs::default();
-    validate_object(resource, obj, &mut e);
-    if resource.group.is_empty() && resource.kind == "Pod" {
-        pod::validate_pod_create(obj, &mut e);
+    validate_object(resource, obj, None, &mut e);
+    match (resource.group, resource.kind) {
+        ("", "Pod") => pod::validate_pod_create(obj, &mut e),
+        ("networking.k8s.io", "Ingress") => networking::validate_ingress_create(obj, &mut e),
+        _ => {}
     }
     e.0
 }
 
 /// Validates an update of `old` into `obj`: everything [`validate_create`] checks, plus the
 /// fields Kubernetes keeps immutable (metadata name/namespace/uid, Service clusterIPs, most of
-/// a Pod's spec, Deployment and ReplicaSet selectors, immutable ConfigMaps and Secrets).
+/// a Pod's spec, Deployment and ReplicaSet selectors, immutable ConfigMaps and Secrets, an
+/// IngressClass's controller).
 pub fn validate_update(resource: &Resource, obj: &Value, old: &Value) -> Vec<FieldError> {
     let mut e = Errs::default();
     meta::validate_meta_update(obj, old, &mut e);
@@ -450,9 +455,12 @@ pub fn validate_update(resource: &Resource, obj: &Value, old: &Value) -> Vec<Fie
         ("", "ConfigMap") | ("", "Secret") => {
             workloads::validate_immutable_data(resource.kind, obj, old, &mut e)
         }
+        ("networking.k8s.io", "IngressClass") => {
+            networking::validate_ingress_class_update(obj, old, &mut e)
+        }
         _ => {}
     }
-    validate_object(resource, obj, &mut e);
+    validate_object(resource, obj, Some(old), &mut e);
     match (resource.group, resource.kind) {
         ("", "Pod") => pod::validate_pod_update(obj, old, &mut e),
         ("apps", "Deployment") | ("apps", "ReplicaSet") => {
@@ -471,8 +479,9 @@ pub fn validate_ephemeral_containers(obj: &Value, old: &Value) -> Vec<FieldError
     e.0
 }
 
-/// The checks shared by create and update: metadata, then the kind's own rules.
-fn validate_object(resource: &Resource, obj: &Value, e: &mut Errs) {
+/// The checks shared by create and update: metadata, then the kind's own rules. `old` is the
+/// stored object on update, for kinds that tolerate what it already had.
+fn validate_object(resource: &Resource, obj: &Value, old: Option<&Value>, e: &mut Errs) {
     meta::validate_meta(resource, obj, e);
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     match (resource.group, resource.kind) {
@@ -487,6 +496,8 @@ fn validate_object(resource: &Resource, obj: &Value, e: &mut Errs) {
         ("apps", "Deployment") => workloads::validate_deployment(spec, e),
         ("apps", "ReplicaSet") => workloads::validate_replica_set(spec, e),
         ("coordination.k8s.io", "Lease") => workloads::validate_lease(spec, e),
+        ("networking.k8s.io", "Ingress") => networking::validate_ingress(obj, old, e),
+        ("networking.k8s.io", "IngressClass") => networking::validate_ingress_class(obj, e),
         _ => {}
     }
 }

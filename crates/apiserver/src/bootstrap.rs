@@ -119,7 +119,20 @@ pub async fn bootstrap(st: &State) -> Result<(), ApiError> {
     if st.config.dns_addon {
         dns_addon(st).await;
     }
+    if st.config.ingress_addon {
+        ingress_addon(st).await;
+    }
     Ok(())
+}
+
+/// Creates the ingress add-on's objects that are missing, at every start, as for DNS.
+async fn ingress_addon(st: &State) {
+    for (plural, group, obj) in api::addons::ingress_objects() {
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        if let Err(e) = ensure(st, res(plural, group), ns.as_deref(), obj).await {
+            tracing::warn!(resource = plural, error = %e, "could not create the ingress add-on");
+        }
+    }
 }
 
 /// Creates the DNS add-on's objects that are missing, at every start (an edited Corefile

@@ -471,6 +471,9 @@ pub async fn create_object(
     if res.group.is_empty() && res.kind == "Pod" {
         crate::serviceaccounts::admit_pod(st, ns, &mut obj)?;
     }
+    if res.group == "networking.k8s.io" && res.kind == "Ingress" {
+        admit_ingress(st, &mut obj)?;
+    }
     let generate = meta::meta_str(&obj, "generateName").to_string();
     let generated = meta::name(&obj).is_empty() && !generate.is_empty();
     for attempt in 0..8 {
@@ -525,6 +528,20 @@ pub async fn create_object(
     Err(ApiError::internal(
         "could not create the object after several attempts",
     ))
+}
+
+/// Kubernetes' DefaultIngressClass admission: a new Ingress that names no class gets the
+/// cluster's default IngressClass.
+fn admit_ingress(st: &State, obj: &mut Value) -> Result<(), ApiError> {
+    if !api::admission::wants_default_ingress_class(obj) {
+        return Ok(());
+    }
+    let classes = api::lookup("networking.k8s.io", "v1", "ingressclasses")
+        .expect("ingressclasses are served");
+    let opts = list_opts(classes, &HashMap::new())?;
+    let (items, _, _) = list_objects(st, classes, None, &opts, None, None, None)?;
+    api::admission::admit_ingress(obj, &items);
+    Ok(())
 }
 
 /// Whether the allocation key names a value the user asked for (then a clash is an error).

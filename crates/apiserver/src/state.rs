@@ -25,6 +25,8 @@ pub struct Config {
     pub history: usize,
     /// Whether the bootstrap creates the DNS add-on's objects (when missing).
     pub dns_addon: bool,
+    /// Create the ingress add-on's objects when missing.
+    pub ingress_addon: bool,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             cluster_domain: "cluster.local".into(),
             history: 10_000,
             dns_addon: false,
+            ingress_addon: false,
         }
     }
 }

@@ -107,6 +107,10 @@ pub struct ClusterConfig {
     /// Whether the DNS add-on (kins-dns as kube-system/coredns behind kube-dns) is made.
     #[serde(default = "yes")]
     pub dns: bool,
+    /// Whether the ingress add-on (kube-system/kins-ingress behind a LoadBalancer
+    /// Service, IngressClass `kins` as the default) is made.
+    #[serde(default = "yes")]
+    pub ingress: bool,
     /// The CNI plugin (`kins`, `bridge`, `ptp`, `vxlan`, `custom`); fixed for the
     /// cluster's life.
     #[serde(default = "default_cni")]
@@ -257,6 +261,7 @@ mod tests {
             node_net_index: 1,
             nodes: vec![],
             dns: true,
+            ingress: true,
             cni: "vxlan".into(),
         };
         assert_eq!(c.next_node().name, "t1-worker");

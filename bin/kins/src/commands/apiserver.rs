@@ -35,6 +35,10 @@ pub struct Args {
     /// ConfigMap and ServiceAccount, the kube-dns Service) when missing.
     #[arg(long)]
     pub dns_addon: bool,
+    /// Create the ingress add-on (kube-system: kins-ingress Deployment, ServiceAccount
+    /// and LoadBalancer Service; the default IngressClass `kins`) when missing.
+    #[arg(long)]
+    pub ingress_addon: bool,
     /// File created once the server serves (removed at start).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -63,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cfg.extra_sans = args.tls_san.clone();
     cfg.history = args.history;
     cfg.dns_addon = args.dns_addon;
+    cfg.ingress_addon = args.ingress_addon;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     if let Some(r) = &args.ready_file {

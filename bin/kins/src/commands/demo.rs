@@ -89,6 +89,7 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
             node_port_range: "30000-32767".into(),
             api_port: None,
             dns: None,
+            ingress: None,
             cni: None,
             cni_conf: None,
             timeout: 60,

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod down;
 pub mod exec;
 pub mod image;
+pub mod ingress;
 pub mod kubeconfig;
 pub mod node;
 pub mod pause;

@@ -61,6 +61,9 @@ pub fn specs(exe: &str, paths: &Paths, cfg: &ClusterConfig) -> Vec<ChildSpec> {
     if cfg.dns {
         api.push("--dns-addon".into());
     }
+    if cfg.ingress {
+        api.push("--ingress-addon".into());
+    }
     let agent_url = cfg.agent_server_url();
     if let (Some(net), false) = (cfg.node_net(), cfg.nodes.is_empty()) {
         let gw = format!("{}:6443", net.gateway());

@@ -39,6 +39,11 @@ pub struct Args {
     /// the first `up` unless given.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub dns: Option<bool>,
+    /// The ingress add-on (kube-system/kins-ingress, IngressClass `kins` as the default,
+    /// reached on a LoadBalancer address, ports 80 and 443): `--ingress=false` for a
+    /// cluster without it. Kept from the first `up` unless given.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub ingress: Option<bool>,
     /// The CNI plugin: kins (built in, host-gw), bridge, ptp (reference plugins, host-gw)
     /// or vxlan (an overlay like flannel's); see `kins cni ls`. Fixed when the cluster is
     /// made: switching needs a new cluster.
@@ -320,6 +325,7 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
                 node_net_index: net.index,
                 nodes: vec![],
                 dns: true,
+                ingress: true,
                 cni: cni.clone().unwrap_or_else(|| "kins".into()),
             }
         }
@@ -350,6 +356,9 @@ pub fn run(data_base: &Path, args: Args) -> anyhow::Result<()> {
     }
     if let Some(dns) = args.dns {
         cfg.dns = dns;
+    }
+    if let Some(ingress) = args.ingress {
+        cfg.ingress = ingress;
     }
     if let Some(n) = args.nodes {
         while cfg.nodes.len() < n as usize {

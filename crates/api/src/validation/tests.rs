@@ -1462,3 +1462,409 @@ fn ephemeral_container_updates() {
         ],
     );
 }
+
+const WILDCARD: &str = "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', regex used for validation is '\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+fn ingress(spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
+}
+
+/// An Ingress with one rule (no host) of one path.
+fn ingress_path(path: Value) -> Value {
+    ingress(json!({"rules": [{"http": {"paths": [path]}}]}))
+}
+
+fn svc_backend(name: &str, port: Value) -> Value {
+    json!({"service": {"name": name, "port": port}})
+}
+
+fn ingress_class(spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"}, "spec": spec})
+}
+
+#[test]
+fn ingresses_accepted() {
+    let backend = svc_backend("test", json!({"number": 80}));
+    let examples = [
+        // The examples of the Kubernetes Ingress documentation.
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "minimal-ingress", "namespace": "default",
+                "annotations": {"nginx.ingress.kubernetes.io/rewrite-target": "/"}},
+            "spec": {"ingressClassName": "nginx-example", "rules": [{"http": {"paths": [
+                {"path": "/testpath", "pathType": "Prefix", "backend": backend}]}}]}}),
+        ingress(json!({"defaultBackend": backend})),
+        ingress(json!({
+            "defaultBackend": {"resource": {"apiGroup": "k8s.example.com", "kind": "StorageBucket", "name": "static-assets"}},
+            "rules": [{"http": {"paths": [{"path": "/icons", "pathType": "ImplementationSpecific",
+                "backend": {"resource": {"apiGroup": "k8s.example.com", "kind": "StorageBucket", "name": "icon-assets"}}}]}}]})),
+        ingress(json!({"rules": [
+            {"host": "foo.bar.com", "http": {"paths": [{"pathType": "Prefix", "path": "/bar",
+                "backend": svc_backend("service1", json!({"number": 80}))}]}},
+            {"host": "*.foo.com", "http": {"paths": [{"pathType": "Prefix", "path": "/foo",
+                "backend": svc_backend("service2", json!({"number": 80}))}]}},
+        ]})),
+        ingress(json!({
+            "tls": [{"hosts": ["https-example.foo.com", "*.foo.com"], "secretName": "testsecret-tls"}],
+            "rules": [{"host": "https-example.foo.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": svc_backend("service1", json!({"name": "http"}))}]}}]})),
+        // A rule with only a host, a path of every type, a named port.
+        ingress(json!({"defaultBackend": backend, "rules": [
+            {"host": "only.host.example"},
+            {"http": {"paths": [
+                {"path": "/exact/a.b", "pathType": "Exact", "backend": backend},
+                {"path": "/", "pathType": "Prefix", "backend": backend},
+                {"pathType": "ImplementationSpecific", "backend": backend},
+                {"path": "/re(gex)?.*", "pathType": "ImplementationSpecific", "backend": backend},
+            ]}},
+        ]})),
+        // The legacy annotation alone, and agreeing with ingressClassName.
+        with(
+            ingress(json!({"defaultBackend": backend, "ingressClassName": "nginx"})),
+            "/metadata/annotations",
+            json!({"kubernetes.io/ingress.class": "nginx"}),
+        ),
+        with(
+            ingress(json!({"defaultBackend": backend})),
+            "/status",
+            json!({"loadBalancer": {"ingress": [{"ip": "172.29.0.10"}, {"hostname": "lb.example.com", "ports": [{"port": 80, "protocol": "TCP"}]}]}}),
+        ),
+    ];
+    for obj in examples {
+        check("Ingress", obj, &[]);
+    }
+}
+
+#[test]
+fn ingresses_rejected() {
+    let backend = svc_backend("test", json!({"number": 80}));
+    let p = "spec.rules[0].http.paths[0]";
+    let prefix = |path: &str| json!({"path": path, "pathType": "Prefix", "backend": backend});
+    let cases: Vec<(Value, Vec<String>)> = vec![
+        (
+            ingress(json!({})),
+            vec!["spec: Invalid value: []networking.IngressRule(nil): either `defaultBackend` or `rules` must be specified".into()],
+        ),
+        (
+            ingress(json!({"rules": []})),
+            vec!["spec: Invalid value: []networking.IngressRule{}: either `defaultBackend` or `rules` must be specified".into()],
+        ),
+        (
+            ingress(json!({"rules": [{"host": "1.2.3.4"}, {"host": "010.1.1.1"}, {"host": "::1"}]})),
+            vec![
+                "spec.rules[0].host: Invalid value: \"1.2.3.4\": must be a DNS name, not an IP address".into(),
+                "spec.rules[1].host: Invalid value: \"010.1.1.1\": must be a DNS name, not an IP address".into(),
+                "spec.rules[2].host: Invalid value: \"::1\": must be a DNS name, not an IP address".into(),
+                format!("spec.rules[2].host: Invalid value: \"::1\": {SUBDOMAIN}"),
+            ],
+        ),
+        (
+            ingress(json!({"rules": [{"host": "*.*.foo.com"}, {"host": "foo.*.com"}, {"host": "*foo.com"}, {"host": "*"}, {"host": "Foo.com"}]})),
+            vec![
+                format!("spec.rules[0].host: Invalid value: \"*.*.foo.com\": {WILDCARD}"),
+                format!("spec.rules[1].host: Invalid value: \"foo.*.com\": {WILDCARD}"),
+                format!("spec.rules[2].host: Invalid value: \"*foo.com\": {WILDCARD}"),
+                format!("spec.rules[3].host: Invalid value: \"*\": {WILDCARD}"),
+                format!("spec.rules[4].host: Invalid value: \"Foo.com\": {SUBDOMAIN}"),
+            ],
+        ),
+        (
+            ingress(json!({"rules": [{"host": "a.com", "http": {}}, {"http": {"paths": []}}]})),
+            vec![
+                "spec.rules[0].http.paths: Required value".into(),
+                "spec.rules[1].http.paths: Required value".into(),
+            ],
+        ),
+        (
+            // Without a pathType the backend is not looked at.
+            ingress_path(json!({"path": "/"})),
+            vec![format!("{p}.pathType: Required value: pathType must be specified")],
+        ),
+        (
+            ingress_path(json!({"path": "/", "pathType": "Regex", "backend": backend})),
+            vec![format!("{p}.pathType: Unsupported value: \"Regex\": supported values: \"Exact\", \"ImplementationSpecific\", \"Prefix\"")],
+        ),
+        (
+            ingress_path(prefix("foo")),
+            vec![format!("{p}.path: Invalid value: \"foo\": must be an absolute path")],
+        ),
+        (
+            ingress_path(json!({"pathType": "Exact", "backend": backend})),
+            vec![format!("{p}.path: Invalid value: \"\": must be an absolute path")],
+        ),
+        (
+            ingress_path(json!({"path": "foo", "pathType": "ImplementationSpecific", "backend": backend})),
+            vec![format!("{p}.path: Invalid value: \"foo\": must be an absolute path")],
+        ),
+        (
+            ingress_path(prefix("/a//b/./c/../d%2fe%2F")),
+            ["//", "/./", "/../", "%2f", "%2F"]
+                .iter()
+                .map(|s| format!("{p}.path: Invalid value: \"/a//b/./c/../d%2fe%2F\": must not contain '{s}'"))
+                .collect(),
+        ),
+        (
+            ingress(json!({"rules": [{"http": {"paths": [prefix("/a/.."), prefix("/a/.")]}}]})),
+            vec![
+                format!("{p}.path: Invalid value: \"/a/..\": cannot end with '/..'"),
+                "spec.rules[0].http.paths[1].path: Invalid value: \"/a/.\": cannot end with '/.'".into(),
+            ],
+        ),
+        (
+            ingress(json!({"defaultBackend": {"service": {"name": "s", "port": {"number": 80}}, "resource": {"kind": "K", "name": "n"}}})),
+            vec!["spec.defaultBackend: Invalid value: \"\": cannot set both resource and service backends".into()],
+        ),
+        (
+            ingress(json!({"defaultBackend": {}})),
+            vec!["spec.defaultBackend: Invalid value: \"\": resource or service backend is required".into()],
+        ),
+        (
+            ingress_path(json!({"path": "/", "pathType": "Prefix"})),
+            vec![format!("{p}.backend: Invalid value: \"\": resource or service backend is required")],
+        ),
+        (
+            ingress(json!({"defaultBackend": svc_backend("Web", json!({"number": 80})),
+                "rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": svc_backend("3rd-party", json!({"number": 80}))}]}}]})),
+            vec![
+                format!("spec.defaultBackend.service.name: Invalid value: \"Web\": {DNS1035}"),
+                format!("{p}.backend.service.name: Invalid value: \"3rd-party\": {DNS1035}"),
+            ],
+        ),
+        (
+            ingress(json!({"defaultBackend": {"service": {"port": {"number": 80}}}})),
+            vec!["spec.defaultBackend.service.name: Required value".into()],
+        ),
+        (
+            ingress(json!({"defaultBackend": svc_backend("s", json!({"name": "http", "number": 80}))})),
+            vec!["spec.defaultBackend: Invalid value: \"\": cannot set both port name & port number".into()],
+        ),
+        (
+            ingress(json!({"defaultBackend": svc_backend("s", json!({}))})),
+            vec!["spec.defaultBackend: Required value: port name or number is required".into()],
+        ),
+        (
+            ingress(json!({"defaultBackend": {"service": {"name": "s"}}})),
+            vec!["spec.defaultBackend: Required value: port name or number is required".into()],
+        ),
+        (
+            ingress(json!({"defaultBackend": svc_backend("s", json!({"number": 70000}))})),
+            vec!["spec.defaultBackend.service.port.number: Invalid value: 70000: must be between 1 and 65535, inclusive".into()],
+        ),
+        (
+            ingress(json!({"defaultBackend": svc_backend("s", json!({"name": "HTTP"}))})),
+            vec![
+                "spec.defaultBackend.service.port.name: Invalid value: \"HTTP\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into(),
+                "spec.defaultBackend.service.port.name: Invalid value: \"HTTP\": must contain at least one letter (a-z)".into(),
+            ],
+        ),
+        (
+            ingress(json!({"defaultBackend": {"resource": {}}})),
+            vec![
+                "spec.defaultBackend.resource.kind: Required value".into(),
+                "spec.defaultBackend.resource.name: Required value".into(),
+            ],
+        ),
+        (
+            ingress(json!({"defaultBackend": {"resource": {"apiGroup": "Example.com", "kind": "a/b%", "name": ".."}}})),
+            vec![
+                format!("spec.defaultBackend.resource.apiGroup: Invalid value: \"Example.com\": {SUBDOMAIN}"),
+                "spec.defaultBackend.resource.kind: Invalid value: \"a/b%\": may not contain '/'".into(),
+                "spec.defaultBackend.resource.kind: Invalid value: \"a/b%\": may not contain '%'".into(),
+                "spec.defaultBackend.resource.name: Invalid value: \"..\": may not be '..'".into(),
+            ],
+        ),
+        (
+            ingress(json!({"defaultBackend": backend, "tls": [{"hosts": ["*.foo.com", "bad_host", "*.*.com"], "secretName": "Bad"}]})),
+            vec![
+                format!("spec.tls[0].hosts[1]: Invalid value: \"bad_host\": {SUBDOMAIN}"),
+                format!("spec.tls[0].hosts[2]: Invalid value: \"*.*.com\": {WILDCARD}"),
+                format!("spec.tls[0].secretName: Invalid value: \"Bad\": {SUBDOMAIN}"),
+            ],
+        ),
+        (
+            ingress(json!({"defaultBackend": backend, "ingressClassName": ""})),
+            vec![format!("spec.ingressClassName: Invalid value: \"\": {SUBDOMAIN}")],
+        ),
+        (
+            with(
+                ingress(json!({"defaultBackend": backend, "ingressClassName": "other"})),
+                "/metadata/annotations",
+                json!({"kubernetes.io/ingress.class": "nginx"}),
+            ),
+            vec!["annotations.kubernetes.io/ingress.class: Invalid value: \"nginx\": must match `ingressClassName` when both are specified".into()],
+        ),
+        (
+            with(
+                ingress(json!({"defaultBackend": backend})),
+                "/status",
+                json!({"loadBalancer": {"ingress": [{"ip": "10.0.0"}, {"hostname": "10.0.0.1"}]}}),
+            ),
+            vec![
+                "status.loadBalancer.ingress[0].ip: Invalid value: \"10.0.0\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".into(),
+                "status.loadBalancer.ingress[1].hostname: Invalid value: \"10.0.0.1\": must be a DNS name, not an IP address".into(),
+            ],
+        ),
+    ];
+    for (obj, expect) in cases {
+        let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+        check("Ingress", obj, &expect);
+    }
+}
+
+#[test]
+fn ingress_invalid_message() {
+    let errs = validate_create(res("Ingress"), &ingress_path(json!({"path": "/"})));
+    assert_eq!(
+        format!("The Ingress \"web\" is invalid: {}", aggregate_message(&errs)),
+        "The Ingress \"web\" is invalid: spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"
+    );
+    assert_eq!(errs[0].reason(), "FieldValueRequired");
+}
+
+#[test]
+fn ingress_updates() {
+    let backend = svc_backend("test", json!({"number": 80}));
+    // What the stored object already had is let through; the same on create is not.
+    let bad_wildcard = ingress(
+        json!({"rules": [{"host": "*.foo.com", "http": {"paths": [{"path": "foo", "pathType": "Prefix", "backend": backend}]}}]}),
+    );
+    check_update("Ingress", bad_wildcard.clone(), bad_wildcard.clone(), &[]);
+    check(
+        "Ingress",
+        bad_wildcard.clone(),
+        &["spec.rules[0].http.paths[0].path: Invalid value: \"foo\": must be an absolute path"],
+    );
+    let bad_secret =
+        ingress(json!({"defaultBackend": backend, "tls": [{"secretName": "Bad_Name"}]}));
+    check_update("Ingress", bad_secret.clone(), bad_secret, &[]);
+    let relaxed =
+        ingress(json!({"defaultBackend": svc_backend("3rd-party", json!({"number": 80}))}));
+    check_update(
+        "Ingress",
+        ingress(json!({"defaultBackend": svc_backend("4th-party", json!({"number": 80}))})),
+        relaxed,
+        &[],
+    );
+    // Otherwise an update is checked as a create, but for the class annotation.
+    let ok = ingress(json!({"defaultBackend": backend}));
+    check_update(
+        "Ingress",
+        ingress(json!({"defaultBackend": backend, "rules": [{"host": "1.2.3.4"}]})),
+        ok.clone(),
+        &["spec.rules[0].host: Invalid value: \"1.2.3.4\": must be a DNS name, not an IP address"],
+    );
+    let annotated = with(
+        ingress(json!({"defaultBackend": backend, "ingressClassName": "other"})),
+        "/metadata/annotations",
+        json!({"kubernetes.io/ingress.class": "nginx"}),
+    );
+    check_update("Ingress", annotated, ok, &[]);
+}
+
+#[test]
+fn ingress_classes() {
+    let long = format!("a.io/{}", "x".repeat(246));
+    let params = |p: Value| {
+        ingress_class(json!({"controller": "example.com/ingress-controller", "parameters": p}))
+    };
+    let cases: Vec<(Value, Vec<String>)> = vec![
+        // The examples of the Kubernetes documentation.
+        (
+            params(json!({"apiGroup": "k8s.example.com", "kind": "IngressParameters", "name": "external-lb"})),
+            vec![],
+        ),
+        (
+            params(json!({"apiGroup": "k8s.example.com", "kind": "IngressParameters", "name": "external-config",
+                "scope": "Namespace", "namespace": "external-configuration"})),
+            vec![],
+        ),
+        (ingress_class(json!({"controller": "k8s.io/ingress-nginx"})), vec![]),
+        (
+            ingress_class(json!({})),
+            vec!["spec.controller: Required value".into()],
+        ),
+        (
+            ingress_class(json!({"controller": "nginx"})),
+            vec!["spec.controller: Invalid value: \"nginx\": must be a domain-prefixed path (such as \"acme.io/foo\")".into()],
+        ),
+        (
+            ingress_class(json!({"controller": "acme.io/"})),
+            vec!["spec.controller: Invalid value: \"acme.io/\": must be a domain-prefixed path (such as \"acme.io/foo\")".into()],
+        ),
+        (
+            ingress_class(json!({"controller": "Acme.io/foo bar"})),
+            vec![
+                format!("spec.controller: Invalid value: \"Acme.io\": {SUBDOMAIN}"),
+                "spec.controller: Invalid value: \"foo bar\": Invalid path (regex used for validation is '[A-Za-z0-9/\\-._~%!$&'()*+,;=:]+')".into(),
+            ],
+        ),
+        (
+            ingress_class(json!({"controller": long})),
+            vec!["spec.controller: Too long: must have at most 250 bytes".into()],
+        ),
+        (
+            params(json!({})),
+            vec![
+                "spec.parameters.kind: Required value".into(),
+                "spec.parameters.name: Required value".into(),
+            ],
+        ),
+        (
+            params(json!({"apiGroup": "", "kind": "K", "name": "n/x"})),
+            vec![
+                format!("spec.parameters.apiGroup: Invalid value: \"\": {SUBDOMAIN}"),
+                "spec.parameters.name: Invalid value: \"n/x\": may not contain '/'".into(),
+            ],
+        ),
+        (
+            params(json!({"kind": "K", "name": "n", "scope": "Namespace"})),
+            vec!["spec.parameters.namespace: Required value: `parameters.scope` is set to 'Namespace'".into()],
+        ),
+        (
+            params(json!({"kind": "K", "name": "n", "scope": "Namespace", "namespace": "Bad_NS"})),
+            vec![format!("spec.parameters.namespace: Invalid value: \"Bad_NS\": {LABEL}")],
+        ),
+        (
+            // Defaulting makes the scope Cluster.
+            params(json!({"kind": "K", "name": "n", "namespace": "ns"})),
+            vec!["spec.parameters.namespace: Forbidden: `parameters.scope` is set to 'Cluster'".into()],
+        ),
+        (
+            params(json!({"kind": "K", "name": "n", "scope": "Global"})),
+            vec!["spec.parameters.scope: Unsupported value: \"Global\": supported values: \"Cluster\", \"Namespace\"".into()],
+        ),
+        (
+            with(ingress_class(json!({"controller": "a.io/b"})), "/metadata/namespace", json!("default")),
+            vec!["metadata.namespace: Forbidden: not allowed on this type".into()],
+        ),
+    ];
+    for (obj, expect) in cases {
+        let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+        check("IngressClass", obj, &expect);
+    }
+}
+
+#[test]
+fn ingress_class_updates() {
+    let old = ingress_class(json!({"controller": "a.io/x"}));
+    check_update(
+        "IngressClass",
+        ingress_class(json!({"controller": "a.io/x", "parameters": {"kind": "K", "name": "n"}})),
+        old.clone(),
+        &[],
+    );
+    check_update(
+        "IngressClass",
+        ingress_class(json!({"controller": "b.io/x"})),
+        old.clone(),
+        &["spec.controller: Invalid value: \"b.io/x\": field is immutable"],
+    );
+    check_update(
+        "IngressClass",
+        ingress_class(json!({})),
+        old,
+        &[
+            "spec.controller: Invalid value: \"\": field is immutable",
+            "spec.controller: Required value",
+        ],
+    );
+}

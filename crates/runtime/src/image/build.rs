@@ -25,6 +25,10 @@ const RECIPE_SOURCES: &[(&str, &str)] = &[
     ("busybox.json", include_str!("../../recipes/busybox.json")),
     ("dnsutils.json", include_str!("../../recipes/dnsutils.json")),
     ("kins-dns.json", include_str!("../../recipes/kins-dns.json")),
+    (
+        "kins-ingress.json",
+        include_str!("../../recipes/kins-ingress.json"),
+    ),
 ];
 
 /// One image built from host packages (the schema of `recipes/*.json`).

@@ -684,7 +684,7 @@ fn unknown_image_is_a_pull_error() {
         err.to_string(),
         "failed to pull image \"docker.io/library/foo:1\": no registry is reachable from kins: \
          load it with \"kins image load\" (known offline images: nginx, curlimages/curl, busybox, \
-         registry.k8s.io/e2e-test-images/jessie-dnsutils, kins.dev/kins-dns)"
+         registry.k8s.io/e2e-test-images/jessie-dnsutils, kins.dev/kins-dns, kins.dev/kins-ingress)"
     );
     // A pinned digest is never satisfied by a host build.
     let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -696,7 +696,7 @@ fn unknown_image_is_a_pull_error() {
 
 #[test]
 fn recipes_parse_and_missing_host_files_name_the_package() {
-    assert_eq!(build::recipes().len(), 5, "every recipe file parses");
+    assert_eq!(build::recipes().len(), 6, "every recipe file parses");
     let mut recipe = build::recipe_named("nginx").expect("nginx").clone();
     recipe.binaries[0].path = "/usr/sbin/nginx-not-here".into();
     let err = build::build(&recipe, "docker.io/library/nginx:latest").expect_err("missing");

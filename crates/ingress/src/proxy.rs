@@ -1,0 +1,324 @@
+//! The data path: a hyper server (HTTP/1.1 and HTTP/2, TLS by SNI on the HTTPS listener)
+//! whose every request is looked up in the current table and sent straight to one of the
+//! backend's ready endpoint pod IPs over a pooled keep-alive connection (hyper-util's
+//! client). Bodies stream both ways; WebSocket (any HTTP/1.1 upgrade) is spliced.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, UPGRADE};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::Shared;
+
+/// Bodies both ways.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The proxy: shared state and the upstream connection pool.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    client: Client<HttpConnector, Body>,
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|n: Infallible| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|n: Infallible| match n {}).boxed()
+}
+
+/// Whether the request asks for a protocol switch (WebSocket).
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(UPGRADE)
+        && h.get_all(CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Drops hop-by-hop headers and those the Connection header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// Whether a request has no body (so it can be sent again to another endpoint).
+fn bodyless(h: &HeaderMap) -> bool {
+    !h.contains_key(hyper::header::TRANSFER_ENCODING)
+        && h.get(hyper::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Arc<Proxy> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .build(http);
+        Arc::new(Proxy { shared, client })
+    }
+
+    /// One request, from the client at `peer`, over TLS or not.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let table = self.shared.table();
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let Some(route) = table.route(&host, req.uri().path()) else {
+            self.shared.global.unrouted.fetch_add(1, Ordering::Relaxed);
+            return text(
+                StatusCode::NOT_FOUND,
+                "404 page not found: no Ingress rule matches this host and path\n".into(),
+            );
+        };
+        let b = &route.backend;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if route.redirect_https && !tls {
+            let bare = crate::routes::normalize_host(&host);
+            let mut r = text(
+                StatusCode::PERMANENT_REDIRECT,
+                format!("redirecting to https://{bare}{pq}\n"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("https://{bare}{pq}")) {
+                r.headers_mut().insert(LOCATION, v);
+            }
+            b.stats.observe(308, start.elapsed());
+            return r;
+        }
+        let Some(mut ep) = b.pick() else {
+            b.stats.no_endpoints.fetch_add(1, Ordering::Relaxed);
+            b.stats.observe(503, start.elapsed());
+            let what = if b.service.is_empty() {
+                "this backend is not a Service".to_string()
+            } else {
+                format!(
+                    "no ready endpoints for service {}/{} port {}",
+                    b.namespace, b.service, b.port
+                )
+            };
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("503 Service Unavailable: {what}\n"),
+            );
+        };
+        let upgrade = is_upgrade(req.headers());
+        let from_client = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        // Only a real upgrade (Connection names it) is passed on: a stray Upgrade header
+        // is hop-by-hop like any other.
+        let upgrade_to = parts.headers.get(UPGRADE).filter(|_| upgrade).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(u) = upgrade_to {
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(UPGRADE, u);
+        }
+        let h = &mut parts.headers;
+        if !h.contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                h.insert(HOST, v);
+            }
+        }
+        let ip = peer.ip().to_string();
+        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.clone(),
+        };
+        let (proto, port) = if tls {
+            ("https", "443")
+        } else {
+            ("http", "80")
+        };
+        for (name, value) in [
+            ("x-forwarded-for", xff.as_str()),
+            ("x-real-ip", ip.as_str()),
+            ("x-forwarded-proto", proto),
+            ("x-forwarded-host", host.as_str()),
+            ("x-forwarded-port", port),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        }
+        parts.version = Version::HTTP_11;
+        // A request without a body can go to another endpoint if a connection fails.
+        let retry = (!upgrade && bodyless(&parts.headers))
+            .then(|| (parts.method.clone(), parts.headers.clone()));
+        parts.uri = upstream_uri(ep, &pq);
+        let mut sent = self
+            .client
+            .request(Request::from_parts(parts, body.boxed()));
+        let mut tries = 1;
+        let result = loop {
+            match sent.await {
+                Err(e) if e.is_connect() && tries < b.endpoints.len().min(3) => {
+                    b.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    let Some((method, headers)) = &retry else {
+                        break Err(e);
+                    };
+                    tries += 1;
+                    ep = b.pick().unwrap_or(ep);
+                    let mut again = Request::new(empty());
+                    *again.method_mut() = method.clone();
+                    *again.headers_mut() = headers.clone();
+                    *again.uri_mut() = upstream_uri(ep, &pq);
+                    sent = self.client.request(again);
+                }
+                r => break r,
+            }
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                b.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                b.stats.observe(502, start.elapsed());
+                tracing::debug!(endpoint = %ep, error = %e, "upstream");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "502 Bad Gateway: endpoint {ep} of service {}/{}: {e}\n",
+                        b.namespace, b.service
+                    ),
+                );
+            }
+        };
+        b.stats.observe(resp.status().as_u16(), start.elapsed());
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(from_client) = from_client {
+                let to_upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    let (Ok(c), Ok(u)) = (from_client.await, to_upstream.await) else {
+                        return;
+                    };
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                });
+                let (rparts, _) = resp.into_parts();
+                return Response::from_parts(rparts, empty());
+            }
+        }
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
+        Response::from_parts(rparts, rbody.boxed())
+    }
+}
+
+fn upstream_uri(ep: SocketAddr, pq: &str) -> Uri {
+    format!("http://{ep}{pq}")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("http://0.0.0.0/"))
+}
+
+/// Accepts connections on `listener` forever; with `tls`, each is a TLS handshake first.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<TlsAcceptor>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let proxy = proxy.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_conn(sock, peer, false, proxy).await,
+                Some(acceptor) => match acceptor.accept(sock).await {
+                    Ok(s) => serve_conn(s, peer, true, proxy).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "tls handshake"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve_conn<I>(io: I, peer: SocketAddr, tls: bool, proxy: Arc<Proxy>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let p = proxy.clone();
+        async move { Ok::<_, Infallible>(p.handle(req, peer, tls).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection");
+    }
+}
