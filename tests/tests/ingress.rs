@@ -244,6 +244,12 @@ fn wait_event(c: &Cluster, ingress: &str, reason: &str) -> Result<String> {
             .find(|(r, _)| r == reason)
             .map(|(_, m)| m))
     })
+    .with_context(|| {
+        let events = kubectl(c, &["get", "events", "-A"]).unwrap_or_default();
+        let logs =
+            kubectl(c, &["logs", "-n", "kube-system", "deploy/kins-ingress"]).unwrap_or_default();
+        format!("events:\n{events}\ncontroller log:\n{logs}")
+    })
 }
 
 /// Routing: hosts (exact, wildcard of one label, none), Exact / Prefix /
@@ -301,6 +307,42 @@ fn ingress_routing_status_and_classes() -> Result<()> {
         let got = svc_of(&lb, host, path)?;
         ensure!(got == want, "{host}{path}: {got}, want {want}");
     }
+    // A newer Ingress claiming the same host, path and type: the older one keeps it, and
+    // the newer is told (created in the same second, the name decides: "routes" <
+    // "takeover").
+    apply(
+        &c,
+        r#"{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "takeover"},
+        "spec": {"rules": [{"host": "one.example", "http": {"paths": [{"path": "/a", "pathType": "Prefix",
+        "backend": {"service": {"name": "beta", "port": {"number": 8080}}}}]}}]}}"#,
+    )?;
+    let m = wait_event(&c, "takeover", "Conflict")?;
+    ensure!(m.contains("Ingress default/routes"), "{m}");
+    ensure!(svc_of(&lb, "one.example", "/a")? == "alpha");
+    // Invalid Ingresses are refused with Kubernetes' messages, and nothing changes.
+    for (bad, want) in [
+        (
+            r#"{"path": "/x", "backend": {"service": {"name": "alpha", "port": {"number": 8080}}}}"#,
+            "spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified",
+        ),
+        (
+            r#"{"path": "x", "pathType": "Prefix", "backend": {"service": {"name": "alpha", "port": {"number": 8080}}}}"#,
+            "spec.rules[0].http.paths[0].path: Invalid value: \"x\": must be an absolute path",
+        ),
+        (
+            r#"{"path": "/x", "pathType": "Regex", "backend": {"service": {"name": "alpha", "port": {"number": 8080}}}}"#,
+            "spec.rules[0].http.paths[0].pathType: Unsupported value: \"Regex\"",
+        ),
+    ] {
+        let yaml = format!(
+            r#"{{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {{"name": "bad"}},
+            "spec": {{"rules": [{{"host": "bad.example", "http": {{"paths": [{bad}]}}}}]}}}}"#
+        );
+        let out = c.kubectl_stdin(Path::new("kubectl"), &["apply", "-f", "-"], Some(&yaml))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success() && err.contains(want), "{err}");
+    }
+    ensure!(!kubectl(&c, &["get", "ingress"])?.contains("bad.example"));
     // Both alpha pods answer (straight to the endpoints, round robin).
     let alpha = kins_tests::services::slice_ips(&c, "alpha")?;
     ensure!(alpha.len() == 2, "{alpha:?}");
@@ -410,7 +452,12 @@ fn ingress_routing_status_and_classes() -> Result<()> {
     );
     ensure!(!m.contains("ingress=\"not-ours\""), "{m}");
     // An Ingress deleted: its routes go (fall back to nothing: 404).
+    // The older Ingress deleted: the newer one's conflicting rule takes over.
     kubectl(&c, &["delete", "ingress", "routes"])?;
+    wait_for("takeover to route /a", 30, || {
+        Ok((svc_of(&lb, "one.example", "/a").ok().as_deref() == Some("beta")).then_some(()))
+    })?;
+    kubectl(&c, &["delete", "ingress", "takeover"])?;
     wait_for("the routes to go", 30, || {
         Ok((curl(&lb, "http", "one.example", "/a", &[])?.status == 404).then_some(()))
     })?;

@@ -264,7 +264,8 @@ impl StatusWriter {
         let opts2 = opts.clone();
         tokio::spawn(async move {
             let opts = opts2;
-            let mut reported: HashSet<(Key, &'static str, String)> = HashSet::new();
+            // Per object (uid), so a re-created Ingress is told again.
+            let mut reported: HashSet<(String, &'static str, String)> = HashSet::new();
             // What was written last per uid (the store lags our own writes a little).
             let mut written: HashMap<String, Value> = HashMap::new();
             let mut announced: HashSet<String> = HashSet::new();
@@ -287,7 +288,7 @@ impl StatusWriter {
                     }
                 }
                 for (p, uid) in &wish.problems {
-                    if reported.insert((p.ingress.clone(), p.reason, p.message.clone())) {
+                    if reported.insert((uid.clone(), p.reason, p.message.clone())) {
                         event(
                             &client,
                             &opts,
