@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, UPGRADE};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -191,9 +191,16 @@ impl Proxy {
             }
         }
         let ip = peer.ip().to_string();
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.clone(),
+        // Several X-Forwarded-For lines are one list: keep them all.
+        let prev: Vec<&str> = h
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let xff = if prev.is_empty() {
+            ip.clone()
+        } else {
+            format!("{}, {ip}", prev.join(", "))
         };
         let (proto, port) = if tls {
             ("https", "443")
@@ -212,8 +219,9 @@ impl Proxy {
             }
         }
         parts.version = Version::HTTP_11;
-        // A request without a body can go to another endpoint if a connection fails.
-        let retry = (!upgrade && bodyless(&parts.headers))
+        // A request without a body can go to another endpoint if a connection fails. The
+        // headers alone do not tell: an HTTP/2 body needs no Content-Length.
+        let retry = (!upgrade && bodyless(&parts.headers) && body.is_end_stream())
             .then(|| (parts.method.clone(), parts.headers.clone()));
         parts.uri = upstream_uri(ep, &pq);
         let mut sent = self

@@ -111,6 +111,13 @@ struct World {
 }
 
 impl World {
+    fn new(ingresses: Vec<Arc<Ingress>>) -> World {
+        World {
+            ingresses,
+            ..World::default()
+        }
+    }
+
     fn service(&mut self, name: &str, endpoints: &[SocketAddr]) {
         let (s, sl) = service(name, endpoints);
         self.services.push(s);
@@ -156,7 +163,10 @@ async fn start_proxy(world: &World) -> (SocketAddr, Arc<Shared>) {
 /// request line, the headers (one per line), a blank line and the request body. The
 /// response carries hop-by-hop headers of its own. Each request body frame is also
 /// sent to `frames`.
-async fn echo_upstream(name: &'static str, frames: Option<mpsc::UnboundedSender<Bytes>>) -> SocketAddr {
+async fn echo_upstream(
+    name: &'static str,
+    frames: Option<mpsc::UnboundedSender<Bytes>>,
+) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("local addr");
     tokio::spawn(async move {
@@ -399,7 +409,9 @@ impl<S: tokio::io::AsyncRead + AsyncWrite + Unpin> Client<S> {
 }
 
 async fn connect(addr: SocketAddr) -> Client<TcpStream> {
-    let s = TcpStream::connect(addr).await.expect("connect to the proxy");
+    let s = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
     Client {
         io: BufReader::new(s),
     }
@@ -411,18 +423,29 @@ async fn connect(addr: SocketAddr) -> Client<TcpStream> {
 async fn routes_by_host_and_keeps_the_connection_alive() {
     let a = echo_upstream("a", None).await;
     let b = echo_upstream("b", None).await;
-    let mut w = World::default();
-    w.ingresses = vec![ingress("web", json!({"rules": [rule("a.test", "a"), rule("b.test", "b")]}))];
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("a.test", "a"), rule("b.test", "b")]}),
+    )]);
     w.service("a", &[a]);
     w.service("b", &[b]);
     let (addr, shared) = start_proxy(&w).await;
     let mut c = connect(addr).await;
     // Several requests, one client connection.
-    for (host, want) in [("a.test", "a"), ("b.test", "b"), ("A.TEST:8080", "a"), ("b.test", "b")] {
+    for (host, want) in [
+        ("a.test", "a"),
+        ("b.test", "b"),
+        ("A.TEST:8080", "a"),
+        ("b.test", "b"),
+    ] {
         let r = c.get(host, "/some/path?x=1&y=2", "").await;
         assert_eq!(r.status, 200, "{host}: {}", r.text());
         assert_eq!(r.header("x-upstream"), Some(want), "{host}");
-        assert_eq!(r.upstream_request_line(), "GET /some/path?x=1&y=2 HTTP/1.1", "{host}");
+        assert_eq!(
+            r.upstream_request_line(),
+            "GET /some/path?x=1&y=2 HTTP/1.1",
+            "{host}"
+        );
         assert_eq!(r.upstream_header("host").as_deref(), Some(host), "{host}");
     }
     let metrics = ingress::metrics::render(&shared.registry, &shared.global);
@@ -433,8 +456,10 @@ async fn routes_by_host_and_keeps_the_connection_alive() {
 #[tokio::test]
 async fn sets_forwarded_headers_and_drops_hop_by_hop() {
     let a = echo_upstream("a", None).await;
-    let mut w = World::default();
-    w.ingresses = vec![ingress("web", json!({"rules": [rule("a.test", "a")]}))];
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("a.test", "a")]}),
+    )]);
     w.service("a", &[a]);
     let (addr, _shared) = start_proxy(&w).await;
     let mut c = connect(addr).await;
@@ -457,10 +482,19 @@ async fn sets_forwarded_headers_and_drops_hop_by_hop() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1")
+    );
     assert_eq!(r.upstream_header("x-real-ip").as_deref(), Some("127.0.0.1"));
-    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(r.upstream_header("x-forwarded-host").as_deref(), Some("a.test"));
+    assert_eq!(
+        r.upstream_header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+    assert_eq!(
+        r.upstream_header("x-forwarded-host").as_deref(),
+        Some("a.test")
+    );
     assert_eq!(r.upstream_header("x-end-to-end").as_deref(), Some("kept"));
     let seen: Vec<String> = r.upstream_headers().into_iter().map(|(k, _)| k).collect();
     for hop in [
@@ -475,24 +509,50 @@ async fn sets_forwarded_headers_and_drops_hop_by_hop() {
         assert!(!seen.iter().any(|k| k == hop), "{hop} forwarded: {seen:?}");
     }
     // One value each, not appended copies.
-    assert_eq!(seen.iter().filter(|k| *k == "x-forwarded-for").count(), 1, "{seen:?}");
-    assert_eq!(seen.iter().filter(|k| *k == "x-real-ip").count(), 1, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|k| *k == "x-forwarded-for").count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|k| *k == "x-real-ip").count(),
+        1,
+        "{seen:?}"
+    );
     // The upstream's own hop-by-hop headers do not reach the client.
     assert_eq!(r.header("x-hop-resp"), None, "{:?}", r.headers);
     assert_eq!(r.header("keep-alive"), None, "{:?}", r.headers);
     assert_eq!(r.header("x-upstream"), Some("a"));
 
+    // X-Forwarded-For sent as several lines is one list (RFC 9110 §5.3): all of it is kept.
+    let r = c
+        .get(
+            "a.test",
+            "/",
+            "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 198.51.100.9, 192.0.2.1\r\n",
+        )
+        .await;
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 198.51.100.9, 192.0.2.1, 127.0.0.1")
+    );
+
     // Without a previous X-Forwarded-For the client's address is the whole value.
     let r = c.get("a.test", "/", "").await;
-    assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
 }
 
 #[tokio::test]
 async fn streams_the_request_body() {
     let (tx, mut frames) = mpsc::unbounded_channel();
     let a = echo_upstream("a", Some(tx)).await;
-    let mut w = World::default();
-    w.ingresses = vec![ingress("web", json!({"rules": [rule("a.test", "a")]}))];
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("a.test", "a")]}),
+    )]);
     w.service("a", &[a]);
     let (addr, _shared) = start_proxy(&w).await;
     let mut c = connect(addr).await;
@@ -511,7 +571,8 @@ async fn streams_the_request_body() {
     assert_eq!(r.upstream_request_line(), "POST /upload HTTP/1.1");
 
     // A Content-Length body, then another request on the same connection.
-    c.send(b"PUT /put HTTP/1.1\r\nHost: a.test\r\nContent-Length: 11\r\n\r\nfixed body!").await;
+    c.send(b"PUT /put HTTP/1.1\r\nHost: a.test\r\nContent-Length: 11\r\n\r\nfixed body!")
+        .await;
     let r = c.read_response().await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.upstream_body(), "fixed body!");
@@ -524,15 +585,14 @@ async fn streams_the_request_body() {
 async fn errors_404_503_502() {
     let live = echo_upstream("live", None).await;
     let dead = refusing_addr().await;
-    let mut w = World::default();
-    w.ingresses = vec![ingress(
+    let mut w = World::new(vec![ingress(
         "web",
         json!({"rules": [
             rule("empty.test", "empty"),
             rule("dead.test", "dead"),
             rule("half.test", "half"),
         ]}),
-    )];
+    )]);
     w.service("empty", &[]);
     w.service("dead", &[dead]);
     w.service("half", &[dead, live]);
@@ -546,7 +606,11 @@ async fn errors_404_503_502() {
     let start = Instant::now();
     let r = c.get("empty.test", "/", "").await;
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(r.text().contains("no ready endpoints"), "{}", r.text());
 
     let r = c.get("dead.test", "/", "").await;
@@ -570,25 +634,32 @@ async fn errors_404_503_502() {
         r#"kins_ingress_requests_total{namespace="default",ingress="web",service="default/dead",port="80",status="5xx"} 1"#,
         r#"kins_ingress_requests_total{namespace="default",ingress="web",service="default/half",port="80",status="2xx"} 4"#,
     ] {
-        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
     }
 }
 
 fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
-    let ck = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .expect("rcgen");
-    (ck.cert.pem(), ck.signing_key.serialize_pem(), ck.cert.der().to_vec())
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("rcgen");
+    (
+        ck.cert.pem(),
+        ck.signing_key.serialize_pem(),
+        ck.cert.der().to_vec(),
+    )
 }
 
 fn tls_world(upstream: SocketAddr, crt: &str, key: &str) -> World {
-    let mut w = World::default();
-    w.ingresses = vec![ingress(
+    let mut w = World::new(vec![ingress(
         "web",
         json!({
             "tls": [{"hosts": ["secure.test"], "secretName": "certs"}],
             "rules": [rule("secure.test", "a"), rule("plain.test", "a")],
         }),
-    )];
+    )]);
     w.service("a", &[upstream]);
     w.secrets = vec![tls_secret("certs", crt, key)];
     w
@@ -602,7 +673,10 @@ async fn redirects_a_tls_host_over_plain_http() {
     let mut c = connect(addr).await;
     let r = c.get("Secure.Test:8080", "/some/path?q=1&r=2", "").await;
     assert_eq!(r.status, 308, "{}", r.text());
-    assert_eq!(r.header("location"), Some("https://secure.test/some/path?q=1&r=2"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://secure.test/some/path?q=1&r=2")
+    );
     let r = c.get("secure.test", "/", "").await;
     assert_eq!(r.status, 308);
     assert_eq!(r.header("location"), Some("https://secure.test/"));
@@ -615,8 +689,10 @@ async fn redirects_a_tls_host_over_plain_http() {
 async fn websocket_upgrade_is_spliced() {
     let (tx, mut heads) = mpsc::unbounded_channel();
     let up = upgrade_upstream(tx).await;
-    let mut w = World::default();
-    w.ingresses = vec![ingress("web", json!({"rules": [rule("ws.test", "ws")]}))];
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("ws.test", "ws")]}),
+    )]);
     w.service("ws", &[up]);
     let (addr, _shared) = start_proxy(&w).await;
     let mut c = connect(addr).await;
@@ -625,17 +701,37 @@ async fn websocket_upgrade_is_spliced() {
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await;
-    let (status, headers) = tokio::time::timeout(WAIT, c.read_head()).await.expect("a 101 in time");
+    let (status, headers) = tokio::time::timeout(WAIT, c.read_head())
+        .await
+        .expect("a 101 in time");
     assert_eq!(status, 101, "{headers:?}");
-    let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_ascii_lowercase());
+    let h = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
     assert_eq!(h("upgrade").as_deref(), Some("websocket"), "{headers:?}");
-    assert!(h("connection").is_some_and(|v| v.contains("upgrade")), "{headers:?}");
-    let head = heads.recv().await.expect("the upstream's request head").to_ascii_lowercase();
+    assert!(
+        h("connection").is_some_and(|v| v.contains("upgrade")),
+        "{headers:?}"
+    );
+    let head = heads
+        .recv()
+        .await
+        .expect("the upstream's request head")
+        .to_ascii_lowercase();
     assert!(head.starts_with("get /chat?room=1 http/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
     assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
-    assert!(head.contains("\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"), "{head}");
-    assert!(head.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{head}"
+    );
     for msg in [&b"hello"[..], b"\x81\x05world", &[0u8; 3000][..]] {
         c.send(msg).await;
         let mut back = vec![0; msg.len()];
@@ -671,7 +767,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -680,7 +781,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -702,7 +808,9 @@ async fn tls_connect(
         .with_no_client_auth();
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("a server name");
-    let tcp = TcpStream::connect(addr).await.expect("connect to the proxy");
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
@@ -742,11 +850,16 @@ async fn https_by_sni_over_http1_and_http2() {
     // HTTP/1.1: the Ingress's certificate, no redirect, X-Forwarded-Proto https.
     let s = tls_connect(addr, "secure.test", b"http/1.1").await;
     assert_eq!(peer_cert(&s), der);
-    let mut c = Client { io: BufReader::new(s) };
+    let mut c = Client {
+        io: BufReader::new(s),
+    };
     let r = c.get("secure.test", "/tls?x=1", "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.upstream_request_line(), "GET /tls?x=1 HTTP/1.1");
-    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        r.upstream_header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
     let r = c.get("secure.test", "/again", "").await;
     assert_eq!(r.status, 200);
 
@@ -757,9 +870,10 @@ async fn https_by_sni_over_http1_and_http2() {
     // HTTP/2 by ALPN: routed by :authority, sent upstream as HTTP/1.1 with a Host.
     let s = tls_connect(addr, "secure.test", b"h2").await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .expect("an h2 handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("an h2 handshake");
     tokio::spawn(conn);
     for i in 0..3 {
         let req = Request::builder()
@@ -772,16 +886,111 @@ async fn https_by_sni_over_http1_and_http2() {
             .expect("an h2 response in time")
             .expect("an h2 response");
         assert_eq!(resp.status(), 200);
-        let body = resp.into_body().collect().await.expect("the body").to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("the body")
+            .to_bytes();
         let r = Resp {
             status: 200,
             headers: Vec::new(),
             body: body.to_vec(),
         };
-        assert_eq!(r.upstream_request_line(), format!("POST /h2/{i}?q=1 HTTP/1.1"));
+        assert_eq!(
+            r.upstream_request_line(),
+            format!("POST /h2/{i}?q=1 HTTP/1.1")
+        );
         assert_eq!(r.upstream_header("host").as_deref(), Some("secure.test"));
-        assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("https"));
-        assert_eq!(r.upstream_header("x-forwarded-host").as_deref(), Some("secure.test"));
+        assert_eq!(
+            r.upstream_header("x-forwarded-proto").as_deref(),
+            Some("https")
+        );
+        assert_eq!(
+            r.upstream_header("x-forwarded-host").as_deref(),
+            Some("secure.test")
+        );
         assert_eq!(r.upstream_body(), format!("body {i}"));
+    }
+}
+
+/// An HTTP/2 request body of unknown length (no Content-Length: the client streams it)
+/// through a backend whose first endpoint refuses connections: the body must reach
+/// the upstream whole, never be dropped by a retry.
+#[tokio::test]
+async fn h2_streamed_body_survives_a_refused_endpoint() {
+    let live = echo_upstream("live", None).await;
+    let dead = refusing_addr().await;
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("half.test", "half")]}),
+    )]);
+    w.service("half", &[dead, live]);
+    let (addr, _shared) = start_proxy(&w).await;
+    // HTTP/2 with prior knowledge on the plain listener.
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an h2 handshake");
+    tokio::spawn(conn);
+    // Round robin: of two requests, at least one tries the refusing endpoint first.
+    for i in 0..2 {
+        let chunks: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> = vec![
+            Ok(hyper::body::Frame::data(Bytes::from(format!(
+                "part one {i}, "
+            )))),
+            Ok(hyper::body::Frame::data(Bytes::from_static(b"part two"))),
+        ];
+        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks)).boxed();
+        let req = Request::builder()
+            .method("POST")
+            .uri("http://half.test/upload")
+            .body(body)
+            .expect("a request");
+        let resp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .expect("an h2 response in time")
+            .expect("an h2 response");
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("the body")
+            .to_bytes();
+        let r = Resp {
+            status,
+            headers: Vec::new(),
+            body: body.to_vec(),
+        };
+        // A 502 would be acceptable (the body cannot be replayed); an empty body is not.
+        if r.status == 200 {
+            assert_eq!(
+                r.upstream_body(),
+                format!("part one {i}, part two"),
+                "request {i}"
+            );
+        } else {
+            assert_eq!(r.status, 502, "request {i}: {}", r.text());
+        }
+    }
+    // Bodyless HTTP/2 requests are still retried on the other endpoint.
+    for i in 0..4 {
+        let req = Request::builder()
+            .uri(format!("http://half.test/get/{i}"))
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|n| match n {})
+                    .boxed(),
+            )
+            .expect("a request");
+        let resp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .expect("an h2 response in time")
+            .expect("an h2 response");
+        assert_eq!(resp.status(), 200, "request {i}");
     }
 }
