@@ -27,7 +27,6 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
 use crate::routes::{self, Identity, Inputs, Key};
 use crate::{metrics, tls, IngressError, Shared};
 
@@ -46,6 +45,8 @@ pub struct RunOptions {
     pub identity: Identity,
     /// This pod (the events' reporting instance).
     pub pod_name: Option<String>,
+    /// Data-path threads (default: one per CPU).
+    pub workers: Option<usize>,
 }
 
 impl Default for RunOptions {
@@ -61,6 +62,7 @@ impl Default for RunOptions {
                 legacy_name: "kins".into(),
             },
             pod_name: None,
+            workers: None,
         }
     }
 }
@@ -108,25 +110,25 @@ where
 /// Runs the controller until a listener fails.
 pub async fn run(client: Client, opts: RunOptions) -> Result<(), IngressError> {
     let shared = Arc::new(Shared::default());
-    let proxy = Proxy::new(shared.clone());
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
+    let metrics_l =
+        TcpListener::bind(opts.metrics)
             .await
-            .map_err(|source| IngressError::Listen { addr, source })
-    };
-    let http = bind(opts.http).await?;
-    let https = bind(opts.https).await?;
-    let metrics_l = bind(opts.metrics).await?;
+            .map_err(|source| IngressError::Listen {
+                addr: opts.metrics,
+                source,
+            })?;
     let resolver = tls::Resolver {
         shared: shared.clone(),
         default: tls::default_cert()?,
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(resolver)?));
     let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn(crate::proxy::serve(http, proxy.clone(), None));
-    tokio::spawn(crate::proxy::serve(https, proxy, Some(acceptor)));
+    let workers = opts.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    crate::proxy::spawn_workers(workers, opts.http, opts.https, shared.clone(), acceptor)?;
     tokio::spawn(serve_metrics(metrics_l, shared.clone(), synced.clone()));
-    tracing::info!(http = %opts.http, https = %opts.https, metrics = %opts.metrics, "kins-ingress listening");
+    tracing::info!(http = %opts.http, https = %opts.https, metrics = %opts.metrics, workers, "kins-ingress listening");
 
     let (ingresses, ing_events) = watch_all(
         Api::<Ingress>::all(client.clone()),

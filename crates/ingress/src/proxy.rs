@@ -288,6 +288,84 @@ fn upstream_uri(ep: SocketAddr, pq: &str) -> Uri {
         .unwrap_or_else(|_| Uri::from_static("http://0.0.0.0/"))
 }
 
+/// A listener bound with SO_REUSEPORT, so each worker thread has its own accept queue.
+fn reuseport_listener(addr: SocketAddr) -> Result<TcpListener, crate::IngressError> {
+    let err = |source| crate::IngressError::Listen { addr, source };
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    sock.set_reuseaddr(true).map_err(err)?;
+    sock.set_reuseport(true).map_err(err)?;
+    sock.bind(addr).map_err(err)?;
+    sock.listen(1024).map_err(err)
+}
+
+/// The data path as nginx runs it: `workers` threads, each with its own single-threaded
+/// runtime, its own SO_REUSEPORT listeners on `http` and `https` and its own upstream
+/// pool, so a request never crosses threads (a multi-threaded runtime spent as much time
+/// waking its other worker as proxying). Returns once every worker listens.
+pub fn spawn_workers(
+    workers: usize,
+    http: SocketAddr,
+    https: SocketAddr,
+    shared: Arc<Shared>,
+    tls: TlsAcceptor,
+) -> Result<(), crate::IngressError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    for i in 0..workers.max(1) {
+        let (shared, tls, ready) = (shared.clone(), tls.clone(), ready_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("ingress-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready.send(Err(crate::IngressError::Listen {
+                            addr: http,
+                            source: e,
+                        }));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listeners =
+                        reuseport_listener(http).and_then(|h| Ok((h, reuseport_listener(https)?)));
+                    let (h, s) = match listeners {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    let proxy = Proxy::new(shared);
+                    tokio::join!(serve(h, proxy.clone(), None), serve(s, proxy, Some(tls)));
+                });
+            });
+        if let Err(e) = spawned {
+            return Err(crate::IngressError::Listen {
+                addr: http,
+                source: e,
+            });
+        }
+    }
+    drop(ready_tx);
+    // Each worker says once whether it listens (its sender lives as long as it does).
+    for _ in 0..workers.max(1) {
+        match ready_rx.recv() {
+            Ok(r) => r?,
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
 /// Accepts connections on `listener` forever; with `tls`, each is a TLS handshake first.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<TlsAcceptor>) {
     loop {

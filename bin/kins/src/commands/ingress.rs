@@ -29,6 +29,10 @@ pub struct Args {
     /// `/healthz` and `/metrics`.
     #[arg(long, default_value = "0.0.0.0:10254")]
     pub metrics: SocketAddr,
+    /// Data-path threads, each with its own listeners and upstream pool (default: one
+    /// per CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// This pod's name, for events (the downward API sets it).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -51,8 +55,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             legacy_name: args.ingress_class.clone(),
         },
         pod_name: args.pod_name.clone(),
+        workers: args.workers,
     };
+    // The watches and the API calls; the data path has threads of its own.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     rt.block_on(async move {
