@@ -361,6 +361,24 @@ fn ingress_routing_status_and_classes() -> Result<()> {
     );
     ensure!(r.body.contains("xff=192.0.2.7, "), "{}", r.body);
     ensure!(r.body.contains("proto=http xfh=one.example"), "{}", r.body);
+    // The same through a node's NodePort of the kins-ingress Service.
+    let svc = get_json(&c, &["get", "svc", "-n", "kube-system", "kins-ingress"])?;
+    let np = svc["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .context("nodePort")?;
+    let node = kins_tests::services::node_ip(&c, "king-worker2")?;
+    let r = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-H",
+            "Host: one.example",
+            &format!("http://{node}:{np}/a"),
+        ])
+        .output()?;
+    let body = String::from_utf8_lossy(&r.stdout);
+    ensure!(body.contains("svc=alpha"), "NodePort {node}:{np}: {body}");
     // No ready endpoint: 503 at once.
     let r = curl(&lb, "http", "empty.example", "/", &[])?;
     ensure!(r.status == 503, "{} {}", r.status, r.body);
