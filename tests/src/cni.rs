@@ -1,14 +1,17 @@
 //! Pod network helpers shared by the CNI plugin e2e tests and the CNI benchmark: the
-//! agents' `pod network ready` log lines (the CNI ADD duration of each pod's chain) and a
-//! pod's interface MTU.
+//! agents' `pod network ready` log lines (the CNI ADD duration of each pod's chain), a
+//! pod's interface MTU and its veth's node end, iperf3 between pods' namespaces, and the
+//! addresses a node's IPAM holds.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::pods::pod_netns;
+use crate::pods::{in_pod, pod_netns, wait_for};
+use crate::services::node_exec;
 use crate::{ok, Cluster};
 
 /// The plugins `kins up --cni` offers.
@@ -113,6 +116,138 @@ pub fn pod_mtu(c: &Cluster, pod: &Value) -> Result<u64> {
     link["mtu"]
         .as_u64()
         .with_context(|| format!("eth0 without an mtu: {link}"))
+}
+
+// ---- traffic shaping and IPAM (the cni_limits suite) ----
+
+/// The port of `iperf3 -s` in a server pod's namespace.
+pub const IPERF_PORT: u16 = 5201;
+
+/// The host's `iperf3 -s` run inside a pod's network namespace, killed on drop.
+pub struct PodIperfServer(Child);
+
+impl PodIperfServer {
+    /// Starts it and waits until it listens on [`IPERF_PORT`].
+    pub fn start(c: &Cluster, pod: &Value) -> Result<PodIperfServer> {
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", pod_netns(c, pod).display()))
+            .args(["iperf3", "-s", "-p", &IPERF_PORT.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 -s")?;
+        let mut server = PodIperfServer(child);
+        let port = format!("sport = :{IPERF_PORT}");
+        wait_for("iperf3 -s to listen", 10, || {
+            if let Some(status) = server.0.try_wait()? {
+                bail!("iperf3 -s exited: {status}");
+            }
+            let out = in_pod(c, pod, &["ss", "-Hltn", &port])?;
+            Ok((!out.trim().is_empty()).then_some(()))
+        })?;
+        Ok(server)
+    }
+}
+
+impl Drop for PodIperfServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `iperf3 -c IP` (one TCP stream) from inside `pod`'s network namespace: `secs` seconds
+/// measured after `omit` seconds left out of the figures; with `reverse` the server sends
+/// (`-R`). The receiver's Mbit/s.
+pub fn iperf_mbits(
+    c: &Cluster,
+    pod: &Value,
+    ip: &str,
+    secs: u64,
+    omit: u64,
+    reverse: bool,
+) -> Result<f64> {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", &(secs + omit + 30).to_string(), "nsenter"])
+        .arg(format!("--net={}", pod_netns(c, pod).display()))
+        .args(["iperf3", "-c", ip, "-p", &IPERF_PORT.to_string(), "-J"])
+        .args(["-t", &secs.to_string(), "-O", &omit.to_string()])
+        .args(["--connect-timeout", "3000"])
+        .stdin(Stdio::null());
+    if reverse {
+        cmd.arg("-R");
+    }
+    let out = cmd.output().context("running iperf3 -c")?;
+    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 -c {ip} printed no JSON ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3 -c {ip}: {e}");
+    }
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| format!("iperf3 -c {ip}: no end.sum_received in {v}"))?;
+    Ok(bps / 1e6)
+}
+
+/// The node-side end of a pod's eth0 (a veth): its name in the node's namespace, found
+/// by the peer index the pod's end reports.
+pub fn host_veth(c: &Cluster, pod: &Value) -> Result<String> {
+    let link = pod_link(c, pod, "eth0")?;
+    let peer = link["link_index"]
+        .as_u64()
+        .with_context(|| format!("the pod's eth0 names no peer: {link}"))?;
+    let node = pod["spec"]["nodeName"]
+        .as_str()
+        .context("the pod is not bound to a node")?;
+    let out = node_exec(c, node, &["ip", "-j", "link", "show"])?;
+    let links: Value =
+        serde_json::from_str(&out).with_context(|| format!("ip -j link on {node}: {out}"))?;
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["ifindex"].as_u64() == Some(peer))
+        .and_then(|l| l["ifname"].as_str())
+        .map(str::to_string)
+        .with_context(|| format!("no link with index {peer} on {node}: {out}"))
+}
+
+/// The addresses a node's IPAM holds: files named like an IPv4 address anywhere under
+/// the node's `ipam` run directory (`${IPAM_DIR}`; host-local and kins-host-local both
+/// keep one file per address), sorted, one entry per file (so an address held twice, in
+/// two networks, shows twice).
+pub fn ipam_addresses(c: &Cluster, node: &str) -> Vec<Ipv4Addr> {
+    fn walk(dir: &Path, out: &mut Vec<Ipv4Addr>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if t.is_dir() {
+                walk(&e.path(), out);
+            } else if let (true, Ok(ip)) = (t.is_file(), name.parse::<Ipv4Addr>()) {
+                out.push(ip);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &Path::new("/run/kins")
+            .join(&c.name)
+            .join("nodes")
+            .join(node)
+            .join("ipam"),
+        &mut out,
+    );
+    out.sort();
+    out
 }
 
 #[cfg(test)]

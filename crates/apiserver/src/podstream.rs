@@ -5,7 +5,11 @@
 //! the agent switches protocols, the client gets the agent's 101 (its negotiated
 //! subprotocol and WebSocket accept key) and the two upgraded connections are spliced, so
 //! every protocol the agent speaks (WebSocket channels, tunnelled and plain SPDY) passes
-//! through untouched, as with kube-apiserver's upgrade-aware proxy.
+//! through untouched, as with kube-apiserver's upgrade-aware proxy. One addition: on the
+//! WebSocket channel protocols of exec and attach, the agent's frames are followed, and
+//! when its connection ends without a close frame (the agent died), the client gets a
+//! Status on the error channel and a close frame, so kubectl says what happened instead
+//! of "websocket: close 1006 (abnormal closure)".
 
 use api::meta;
 use axum::body::Body;
@@ -156,20 +160,201 @@ pub async fn serve(st: &State, target: &Target, mut req: Request) -> Result<Resp
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     }
+    let channels = (verb == "exec" || verb == "attach")
+        && resp
+            .headers()
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p == "v4.channel.k8s.io" || p == "v5.channel.k8s.io");
     tokio::spawn(async move {
         let (Ok(mut a), Ok(c)) = (resp.upgrade().await, client_up.await) else {
             return;
         };
         let mut c = TokioIo::new(c);
+        if channels {
+            splice_channels(c, a, &node_name).await;
+            return;
+        }
         let _ =
             tokio::io::copy_bidirectional_with_sizes(&mut c, &mut a, 64 * 1024, 64 * 1024).await;
     });
     Ok(answer)
 }
 
+/// Follows WebSocket frames in the agent → client direction (server frames: no mask).
+#[derive(Debug, Default)]
+struct FrameTracker {
+    /// Bytes of the header of the frame being read.
+    header: Vec<u8>,
+    /// Payload bytes still to come in the current frame.
+    remaining: u64,
+    /// A close frame went by.
+    closed: bool,
+}
+
+impl FrameTracker {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = (self.remaining as usize).min(data.len());
+                self.remaining -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            self.header.push(data[0]);
+            data = &data[1..];
+            if let Some((len, opcode)) = self.complete_header() {
+                self.closed |= opcode == 0x8;
+                self.remaining = len;
+                self.header.clear();
+            }
+        }
+    }
+
+    /// The payload length and opcode once the header is complete.
+    fn complete_header(&self) -> Option<(u64, u8)> {
+        let h = &self.header;
+        if h.len() < 2 {
+            return None;
+        }
+        let masked = h[1] & 0x80 != 0;
+        let (len, at) = match h[1] & 0x7f {
+            126 if h.len() >= 4 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
+            127 if h.len() >= 10 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[2..10]);
+                (u64::from_be_bytes(b), 10)
+            }
+            126 | 127 => return None,
+            n => (u64::from(n), 2),
+        };
+        let need = at + if masked { 4 } else { 0 };
+        (h.len() >= need).then_some((len, h[0] & 0x0f))
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.remaining == 0 && self.header.is_empty()
+    }
+}
+
+/// One unmasked binary frame from the server.
+fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n <= 0xffff => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// What the client gets when the agent's connection ends without a close frame: the
+/// Status on the error channel (3) and a normal close.
+fn agent_lost_frames(node: &str) -> Vec<u8> {
+    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "reason": "InternalError", "code": 500,
+        "message": format!("the connection to the agent of node {node} was lost (the agent restarted?): the command's outcome is unknown")});
+    let mut payload = vec![3u8];
+    payload.extend_from_slice(status.to_string().as_bytes());
+    let mut out = server_frame(0x2, &payload);
+    out.extend_from_slice(&server_frame(0x8, &1000u16.to_be_bytes()));
+    out
+}
+
+/// Splices client and agent for the WebSocket channel protocols, watching the agent's
+/// frames (see the module's comment).
+async fn splice_channels<C, A>(client: C, agent: A, node: &str)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ar, mut aw) = tokio::io::split(agent);
+    let up = async {
+        let _ = tokio::io::copy(&mut cr, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    let down = async {
+        let mut t = FrameTracker::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match ar.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    t.feed(&buf[..n]);
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if !t.closed && t.at_boundary() {
+            tracing::info!(
+                node,
+                "the agent's stream ended without a close: telling the client"
+            );
+            let _ = cw.write_all(&agent_lost_frames(node)).await;
+        }
+        let _ = cw.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut down => {}
+        _ = &mut up => down.await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_followed_across_reads() {
+        let mut t = FrameTracker::default();
+        let small = server_frame(0x2, b"\x01hello");
+        let big = server_frame(0x2, &vec![7u8; 70_000]);
+        let mid = server_frame(0x2, &vec![1u8; 300]);
+        let mut all = small.clone();
+        all.extend_from_slice(&big);
+        all.extend_from_slice(&mid);
+        for piece in all.chunks(7) {
+            t.feed(piece);
+        }
+        assert!(t.at_boundary() && !t.closed);
+        t.feed(&big[..100]);
+        assert!(!t.at_boundary());
+        t.feed(&big[100..]);
+        assert!(t.at_boundary());
+        t.feed(&server_frame(0x8, &1000u16.to_be_bytes()));
+        assert!(t.closed);
+        // A client-style masked header is understood too.
+        let mut t = FrameTracker::default();
+        t.feed(&[0x82, 0x83, 1, 2, 3, 4, 9, 9]);
+        assert!(!t.at_boundary());
+        t.feed(&[9]);
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn the_agent_lost_frames_carry_a_status_then_close() {
+        let f = agent_lost_frames("n1");
+        let mut t = FrameTracker::default();
+        t.feed(&f);
+        assert!(t.at_boundary() && t.closed);
+        assert_eq!(f[0], 0x82);
+        let text = String::from_utf8_lossy(&f);
+        assert!(
+            text.contains("\"status\":\"Failure\"") && text.contains("agent of node n1 was lost")
+        );
+    }
     use serde_json::json;
 
     fn pod(phase: &str) -> Value {

@@ -110,19 +110,32 @@ impl Proxy {
         Arc::new(Proxy { shared, client })
     }
 
-    /// One request, from the client at `peer`, over TLS or not.
+    /// One request, from the client at `peer`, over TLS or not, received on the listener
+    /// bound to `local_port` (what X-Forwarded-Port says).
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        local_port: u16,
         tls: bool,
     ) -> Response<Body> {
         let start = Instant::now();
         let table = self.shared.table();
-        let host = req
+        // The target's authority (absolute form, HTTP/2's :authority) wins over Host
+        // (RFC 9112 §3.2.2, RFC 9113 §8.3.1); userinfo is not part of the host.
+        let authority = req
             .uri()
             .authority()
-            .map(|a| a.as_str().to_string())
+            .map(|a| {
+                a.as_str()
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .filter(|a| !a.is_empty());
+        let host = authority
+            .clone()
             .or_else(|| {
                 req.headers()
                     .get(HOST)
@@ -185,7 +198,9 @@ impl Proxy {
             parts.headers.insert(UPGRADE, u);
         }
         let h = &mut parts.headers;
-        if !h.contains_key(HOST) {
+        // Host is the authority the request was routed by: replaced by the target's when
+        // it has one, added when missing.
+        if authority.is_some() || !h.contains_key(HOST) {
             if let Ok(v) = HeaderValue::from_str(&host) {
                 h.insert(HOST, v);
             }
@@ -202,17 +217,14 @@ impl Proxy {
         } else {
             format!("{}, {ip}", prev.join(", "))
         };
-        let (proto, port) = if tls {
-            ("https", "443")
-        } else {
-            ("http", "80")
-        };
+        let proto = if tls { "https" } else { "http" };
+        let port = local_port.to_string();
         for (name, value) in [
             ("x-forwarded-for", xff.as_str()),
             ("x-real-ip", ip.as_str()),
             ("x-forwarded-proto", proto),
             ("x-forwarded-host", host.as_str()),
-            ("x-forwarded-port", port),
+            ("x-forwarded-port", port.as_str()),
         ] {
             if let Ok(v) = HeaderValue::from_str(value) {
                 h.insert(HeaderName::from_static(name), v);
@@ -368,6 +380,11 @@ pub fn spawn_workers(
 
 /// Accepts connections on `listener` forever; with `tls`, each is a TLS handshake first.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<TlsAcceptor>) {
+    // The port requests arrive on, for X-Forwarded-Port (the scheme's default should the
+    // socket not say).
+    let local_port = listener
+        .local_addr()
+        .map_or(if tls.is_some() { 443 } else { 80 }, |a| a.port());
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -382,9 +399,9 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<TlsAcce
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_conn(sock, peer, false, proxy).await,
+                None => serve_conn(sock, peer, local_port, false, proxy).await,
                 Some(acceptor) => match acceptor.accept(sock).await {
-                    Ok(s) => serve_conn(s, peer, true, proxy).await,
+                    Ok(s) => serve_conn(s, peer, local_port, true, proxy).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "tls handshake"),
                 },
             }
@@ -392,13 +409,13 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, tls: Option<TlsAcce
     }
 }
 
-async fn serve_conn<I>(io: I, peer: SocketAddr, tls: bool, proxy: Arc<Proxy>)
+async fn serve_conn<I>(io: I, peer: SocketAddr, local_port: u16, tls: bool, proxy: Arc<Proxy>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {
         let p = proxy.clone();
-        async move { Ok::<_, Infallible>(p.handle(req, peer, tls).await) }
+        async move { Ok::<_, Infallible>(p.handle(req, peer, local_port, tls).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder

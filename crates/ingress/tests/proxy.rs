@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ingress::proxy::{self, Proxy};
@@ -269,6 +269,109 @@ async fn upgrade_upstream(heads: mpsc::UnboundedSender<String>) -> SocketAddr {
     addr
 }
 
+/// A request body's sender: each `Bytes` is one piece of the body, in order; dropping
+/// it ends the body.
+type Feeder = mpsc::UnboundedSender<Bytes>;
+
+/// An HTTP/1.1 upstream whose response bodies the test writes: for each request it hands
+/// the test a [`Feeder`] and answers 200 at once (headers `x-upstream: NAME`, no
+/// Content-Length), then streams whatever the test feeds, as it comes.
+async fn gated_upstream(name: &'static str) -> (SocketAddr, mpsc::UnboundedReceiver<Feeder>) {
+    let (feeders_tx, feeders) = mpsc::unbounded_channel();
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                return;
+            };
+            let feeders_tx = feeders_tx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let feeders_tx = feeders_tx.clone();
+                    async move {
+                        // The request body, if any, is read first.
+                        let _ = req.into_body().collect().await;
+                        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+                        let _ = feeders_tx.send(tx);
+                        let pieces = futures::stream::unfold(rx, |mut rx| async move {
+                            let b = rx.recv().await?;
+                            Some((Ok::<_, Infallible>(Frame::data(b)), rx))
+                        });
+                        let resp = Response::builder()
+                            .header("x-upstream", name)
+                            .body(StreamBody::new(pieces).boxed())
+                            .expect("a response");
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, feeders)
+}
+
+/// The byte at `offset` of the large bodies (a pattern that shows loss and reordering).
+fn pattern(offset: usize) -> u8 {
+    u8::try_from(offset % 251).expect("below 251")
+}
+
+/// `len` bytes of the pattern from `offset` on.
+fn pattern_bytes(offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len).map(pattern).collect()
+}
+
+/// An HTTP/1.1 upstream that reads the request body frame by frame, checks it against
+/// [`pattern`], sends the running byte count to `progress` after every frame and answers
+/// `bytes=N intact=BOOL content-length=VALUE`.
+async fn counting_upstream(progress: mpsc::UnboundedSender<usize>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                return;
+            };
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let progress = progress.clone();
+                    async move {
+                        let cl = req
+                            .headers()
+                            .get("content-length")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("none")
+                            .to_string();
+                        let mut body = req.into_body();
+                        let (mut n, mut intact) = (0usize, true);
+                        while let Some(f) = body.frame().await {
+                            let Ok(f) = f else {
+                                intact = false;
+                                break;
+                            };
+                            if let Ok(d) = f.into_data() {
+                                intact &= d.iter().enumerate().all(|(i, b)| *b == pattern(n + i));
+                                n += d.len();
+                                let _ = progress.send(n);
+                            }
+                        }
+                        let out = format!("bytes={n} intact={intact} content-length={cl}");
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(out))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// A loopback address nothing listens on (bound, then closed).
 async fn refusing_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -401,6 +504,52 @@ impl<S: tokio::io::AsyncRead + AsyncWrite + Unpin> Client<S> {
             .expect("a response in time")
     }
 
+    /// One chunk of a chunked body: its data, or None for the last (empty) chunk.
+    async fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        let size = self.line().await;
+        let size = usize::from_str_radix(size.trim(), 16)
+            .unwrap_or_else(|_| panic!("a chunk size, got {size:?}"));
+        let mut chunk = vec![0; size + 2];
+        self.io.read_exact(&mut chunk).await.expect("a chunk");
+        assert_eq!(&chunk[size..], b"\r\n", "a chunk's CRLF");
+        chunk.truncate(size);
+        (size > 0).then_some(chunk)
+    }
+
+    /// Exactly `n` more bytes of a chunked body (the proxy may split a piece across
+    /// chunks, never merge beyond what was sent), in time.
+    async fn read_body_bytes(&mut self, n: usize) -> Vec<u8> {
+        let read = async {
+            let mut out = Vec::new();
+            while out.len() < n {
+                let chunk = self
+                    .read_chunk()
+                    .await
+                    .expect("more of the body, not its end");
+                out.extend_from_slice(&chunk);
+            }
+            out
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("the body's next bytes in time")
+    }
+
+    /// The end of a chunked body (the last chunk, no trailers), in time.
+    async fn read_body_end(&mut self) {
+        let chunk = tokio::time::timeout(WAIT, self.read_chunk())
+            .await
+            .expect("the body's end in time");
+        assert_eq!(chunk, None, "the body's end");
+    }
+
+    /// The head of a response, in time.
+    async fn read_head_in_time(&mut self) -> (u16, Vec<(String, String)>) {
+        tokio::time::timeout(WAIT, self.read_head())
+            .await
+            .expect("a response head in time")
+    }
+
     async fn get(&mut self, host: &str, target: &str, extra: &str) -> Resp {
         let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
         self.send(req.as_bytes()).await;
@@ -470,6 +619,7 @@ async fn sets_forwarded_headers_and_drops_hop_by_hop() {
             "X-Forwarded-For: 203.0.113.7\r\n\
              X-Real-IP: 198.51.100.1\r\n\
              X-Forwarded-Proto: https\r\n\
+             X-Forwarded-Port: 1234\r\n\
              Connection: keep-alive, X-Custom-Hop\r\n\
              X-Custom-Hop: secret\r\n\
              Keep-Alive: timeout=5\r\n\
@@ -494,6 +644,11 @@ async fn sets_forwarded_headers_and_drops_hop_by_hop() {
     assert_eq!(
         r.upstream_header("x-forwarded-host").as_deref(),
         Some("a.test")
+    );
+    // The port of the listener the request came in on, not the client's claim.
+    assert_eq!(
+        r.upstream_header("x-forwarded-port"),
+        Some(addr.port().to_string())
     );
     assert_eq!(r.upstream_header("x-end-to-end").as_deref(), Some("kept"));
     let seen: Vec<String> = r.upstream_headers().into_iter().map(|(k, _)| k).collect();
@@ -860,6 +1015,10 @@ async fn https_by_sni_over_http1_and_http2() {
         r.upstream_header("x-forwarded-proto").as_deref(),
         Some("https")
     );
+    assert_eq!(
+        r.upstream_header("x-forwarded-port"),
+        Some(addr.port().to_string())
+    );
     let r = c.get("secure.test", "/again", "").await;
     assert_eq!(r.status, 200);
 
@@ -909,6 +1068,10 @@ async fn https_by_sni_over_http1_and_http2() {
         assert_eq!(
             r.upstream_header("x-forwarded-host").as_deref(),
             Some("secure.test")
+        );
+        assert_eq!(
+            r.upstream_header("x-forwarded-port"),
+            Some(addr.port().to_string())
         );
         assert_eq!(r.upstream_body(), format!("body {i}"));
     }
@@ -992,5 +1155,268 @@ async fn h2_streamed_body_survives_a_refused_endpoint() {
             .expect("an h2 response in time")
             .expect("an h2 response");
         assert_eq!(resp.status(), 200, "request {i}");
+    }
+}
+
+// ---- the listener's port, the request target's authority ----
+
+/// One proxy serving two listeners (as each worker serves :80 and :443): X-Forwarded-Port
+/// is the port of the listener each request came in on.
+#[tokio::test]
+async fn forwarded_port_is_the_listeners() {
+    let a = echo_upstream("a", None).await;
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("a.test", "a")]}),
+    )]);
+    w.service("a", &[a]);
+    let shared = Arc::new(Shared::default());
+    w.install(&shared);
+    let p = Proxy::new(shared.clone());
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.push(l.local_addr().expect("local addr"));
+        tokio::spawn(proxy::serve(l, p.clone(), None));
+    }
+    assert_ne!(addrs[0].port(), addrs[1].port());
+    for addr in addrs.iter().chain(addrs.iter()) {
+        let mut c = connect(*addr).await;
+        // Also with a port in Host: that is the client's idea, not the listener's.
+        for host in ["a.test", "a.test:8443"] {
+            let r = c.get(host, "/", "X-Forwarded-Port: 1\r\n").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(
+                r.upstream_header("x-forwarded-port"),
+                Some(addr.port().to_string()),
+                "{host} via {addr}"
+            );
+        }
+    }
+}
+
+/// An absolute-form target (RFC 9112 §3.2.2): its authority routes the request and
+/// replaces the client's Host upstream; origin-form requests keep their Host.
+#[tokio::test]
+async fn absolute_form_authority_wins_over_host() {
+    let a = echo_upstream("a", None).await;
+    let b = echo_upstream("b", None).await;
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("a.example", "a"), rule("b.example", "b")]}),
+    )]);
+    w.service("a", &[a]);
+    w.service("b", &[b]);
+    let (addr, _shared) = start_proxy(&w).await;
+    let mut c = connect(addr).await;
+    for (target, want_host) in [
+        ("http://a.example/x?q=1", "a.example"),
+        ("http://A.Example:8080/x?q=1", "A.Example:8080"),
+        ("http://user:pw@a.example/x?q=1", "a.example"),
+    ] {
+        let r = c.get("b.example", target, "").await;
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+        assert_eq!(r.header("x-upstream"), Some("a"), "{target}");
+        assert_eq!(r.upstream_request_line(), "GET /x?q=1 HTTP/1.1", "{target}");
+        let hosts: Vec<String> = r
+            .upstream_headers()
+            .into_iter()
+            .filter(|(k, _)| k == "host")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(hosts, [want_host], "{target}");
+        assert_eq!(
+            r.upstream_header("x-forwarded-host").as_deref(),
+            Some(want_host),
+            "{target}"
+        );
+    }
+    // Origin form on the same connection: Host routes and is forwarded as sent.
+    let r = c.get("b.example", "/x", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("b"));
+    assert_eq!(r.upstream_header("host").as_deref(), Some("b.example"));
+}
+
+// ---- configuration changes and streaming ----
+
+/// A new table swapped in while a response streams: the request in flight keeps its
+/// backend and completes intact; requests started after the swap see the new table, on
+/// new connections and on the in-flight request's own (after it ends).
+#[tokio::test]
+async fn table_swaps_never_drop_requests_in_flight() {
+    let (slow, mut feeders) = gated_upstream("slow").await;
+    let other = echo_upstream("other", None).await;
+    let world = |ingresses: Vec<Arc<Ingress>>| {
+        let mut w = World::new(ingresses);
+        w.service("slow", &[slow]);
+        w.service("other", &[other]);
+        w
+    };
+    let to = |svc: &str| ingress("web", json!({"rules": [rule("swap.test", svc)]}));
+    let (addr, shared) = start_proxy(&world(vec![to("slow")])).await;
+
+    let mut inflight = connect(addr).await;
+    inflight
+        .send(b"GET /stream HTTP/1.1\r\nHost: swap.test\r\n\r\n")
+        .await;
+    let feed = tokio::time::timeout(WAIT, feeders.recv())
+        .await
+        .expect("the request upstream in time")
+        .expect("a feeder");
+    let pieces: Vec<Vec<u8>> = (0..6)
+        .map(|i| pattern_bytes(i * 10_000, 10_000 + i))
+        .collect();
+    feed.send(Bytes::from(pieces[0].clone())).expect("feed");
+    let (status, headers) = inflight.read_head_in_time().await;
+    assert_eq!(status, 200, "{headers:?}");
+    assert!(
+        headers.contains(&("x-upstream".into(), "slow".into())),
+        "{headers:?}"
+    );
+    let mut got = inflight.read_body_bytes(pieces[0].len()).await;
+
+    // The Ingress now points elsewhere: a new request goes there.
+    world(vec![to("other")]).install(&shared);
+    let mut after = connect(addr).await;
+    let r = after.get("swap.test", "/new", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("other"));
+
+    // The rest of the body, a piece every 50 ms; halfway through, the Ingress goes.
+    for (i, piece) in pieces.iter().enumerate().skip(1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if i == 3 {
+            world(Vec::new()).install(&shared);
+            let r = after.get("swap.test", "/gone", "").await;
+            assert_eq!(r.status, 404, "{}", r.text());
+        }
+        feed.send(Bytes::from(piece.clone())).expect("feed");
+        got.extend(inflight.read_body_bytes(piece.len()).await);
+    }
+    drop(feed);
+    inflight.read_body_end().await;
+    assert_eq!(
+        got,
+        pieces.concat(),
+        "the in-flight body, whole and in order"
+    );
+
+    // The in-flight request's connection lives on, with the table current now.
+    let r = inflight.get("swap.test", "/next", "").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    world(vec![to("other")]).install(&shared);
+    let r = inflight.get("swap.test", "/next", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("other"));
+}
+
+/// A request body of several MB streams through: the upstream sees the start of it
+/// before the client has sent the end, and gets every byte in order (Content-Length
+/// and chunked, one client connection).
+#[tokio::test]
+async fn streams_a_large_request_body() {
+    const LEN: usize = 8 << 20;
+    const HALF: usize = LEN / 2;
+    let (tx, mut progress) = mpsc::unbounded_channel();
+    let up = counting_upstream(tx).await;
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("big.test", "big")]}),
+    )]);
+    w.service("big", &[up]);
+    let (addr, _shared) = start_proxy(&w).await;
+    let mut c = connect(addr).await;
+    let body = pattern_bytes(0, LEN);
+
+    // Waits until the upstream has counted at least `n` bytes of the current body.
+    async fn upstream_reaches(progress: &mut mpsc::UnboundedReceiver<usize>, n: usize) {
+        let wait = async { while progress.recv().await.expect("progress") < n {} };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{n} bytes upstream before the client sent the rest"));
+    }
+
+    // Content-Length: half the body, then the upstream must have part of it.
+    c.send(
+        format!("PUT /big HTTP/1.1\r\nHost: big.test\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    c.send(&body[..HALF]).await;
+    upstream_reaches(&mut progress, 1 << 20).await;
+    c.send(&body[HALF..]).await;
+    let r = c.read_response().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        format!("bytes={LEN} intact=true content-length={LEN}")
+    );
+    while progress.try_recv().is_ok() {}
+
+    // Chunked, 64 KiB a chunk, on the same connection.
+    c.send(b"POST /big HTTP/1.1\r\nHost: big.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await;
+    for (i, chunk) in body.chunks(64 << 10).enumerate() {
+        if i * (64 << 10) == HALF {
+            upstream_reaches(&mut progress, 1 << 20).await;
+        }
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(b"\r\n");
+        c.send(&frame).await;
+    }
+    c.send(b"0\r\n\r\n").await;
+    let r = c.read_response().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        format!("bytes={LEN} intact=true content-length=none")
+    );
+}
+
+/// A response body the upstream streams arrives piece by piece: the head before any of
+/// the body, each piece before the upstream has been given the next, so the client has
+/// the first before the upstream sends the last.
+#[tokio::test]
+async fn streams_the_response_body_chunk_by_chunk() {
+    let (up, mut feeders) = gated_upstream("gated").await;
+    let mut w = World::new(vec![ingress(
+        "web",
+        json!({"rules": [rule("chunks.test", "gated")]}),
+    )]);
+    w.service("gated", &[up]);
+    let (addr, _shared) = start_proxy(&w).await;
+    let mut c = connect(addr).await;
+    // Small pieces and one of 1 MiB.
+    let sizes = [5, 1, 4096, 1 << 20, 17];
+    let mut offset = 0;
+    for round in 0..2 {
+        c.send(b"GET /chunks HTTP/1.1\r\nHost: chunks.test\r\n\r\n")
+            .await;
+        let feed = tokio::time::timeout(WAIT, feeders.recv())
+            .await
+            .expect("the request upstream in time")
+            .expect("a feeder");
+        let (status, headers) = c.read_head_in_time().await;
+        assert_eq!(status, 200, "{headers:?}");
+        assert!(
+            headers.contains(&("transfer-encoding".into(), "chunked".into())),
+            "round {round}: {headers:?}"
+        );
+        let mut got = Vec::new();
+        let mut sent = Vec::new();
+        for size in sizes {
+            let piece = pattern_bytes(offset, size);
+            offset += size;
+            feed.send(Bytes::from(piece.clone())).expect("feed");
+            // Read through the proxy before the upstream has the next piece to send.
+            let back = c.read_body_bytes(size).await;
+            assert_eq!(back, piece, "round {round}: a piece of {size} bytes");
+            got.extend(back);
+            sent.extend(piece);
+        }
+        drop(feed);
+        c.read_body_end().await;
+        assert_eq!(got, sent);
     }
 }
