@@ -43,12 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let client = match &args.kubeconfig {
-            Some(path) => controllers::client_from_kubeconfig(path).await?,
-            None => kube::Client::try_default()
-                .await
-                .context("no in-cluster service account or kubeconfig")?,
-        };
+        let client = super::addon_client(args.kubeconfig.as_deref()).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = dns::run(client, opts) => r.context("kins-dns")?,

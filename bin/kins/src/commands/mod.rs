@@ -36,3 +36,15 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         1
     }
 }
+
+/// The API client of an add-on process (`kins dns`, `kins ingress`): a kubeconfig when
+/// given, else the pod's in-cluster service account, else $KUBECONFIG.
+pub async fn addon_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    match kubeconfig {
+        Some(path) => Ok(controllers::client_from_kubeconfig(path).await?),
+        None => kube::Client::try_default()
+            .await
+            .context("no in-cluster service account or kubeconfig"),
+    }
+}
