@@ -178,6 +178,28 @@ pub fn iperf_mbits(
     if reverse {
         cmd.arg("-R");
     }
+    // The server serves one test at a time and takes a moment to finish the last one (a
+    // shaped stream drains its queue first): "busy" is waited out, other errors are not.
+    let mut tries = 0;
+    let v = loop {
+        let v = iperf_once(&mut cmd, ip)?;
+        match v["error"].as_str() {
+            Some(e) if e.contains("busy") && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Some(e) => bail!("iperf3 -c {ip}: {e}"),
+            None => break v,
+        }
+    };
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| format!("iperf3 -c {ip}: no end.sum_received in {v}"))?;
+    Ok(bps / 1e6)
+}
+
+/// One run of a prepared `iperf3 -c ... -J`: its JSON report.
+fn iperf_once(cmd: &mut Command, ip: &str) -> Result<Value> {
     let out = cmd.output().context("running iperf3 -c")?;
     let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
@@ -186,13 +208,7 @@ pub fn iperf_mbits(
             String::from_utf8_lossy(&out.stderr)
         )
     })?;
-    if let Some(e) = v["error"].as_str() {
-        bail!("iperf3 -c {ip}: {e}");
-    }
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .with_context(|| format!("iperf3 -c {ip}: no end.sum_received in {v}"))?;
-    Ok(bps / 1e6)
+    Ok(v)
 }
 
 /// The node-side end of a pod's eth0 (a veth): its name in the node's namespace, found
