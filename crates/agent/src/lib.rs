@@ -121,6 +121,15 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     });
     let conntrack: Arc<dyn proxy::Conntrack> = Arc::new(proxy::ConntrackCommand::default());
     let services = tokio::spawn(proxy::run(client.clone(), node, nft, conntrack));
+    // NetworkPolicy: nftables rules in this node's namespace, on the forward hook, which
+    // bridged pod traffic passes only with bridge-nf-call-iptables (per namespace).
+    enable_bridge_netfilter();
+    let policy_nft: Arc<dyn proxy::Nft> = Arc::new(proxy::NftCommand::default());
+    let policies = tokio::spawn(netpol::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        policy_nft,
+    ));
     // LoadBalancer addresses this node answers for (MetalLB's layer-2 speaker).
     let lb = tokio::spawn(lbannounce::run(client.clone(), cfg.clone()));
     let endpoint = server::bind(&cfg).await?;
@@ -130,8 +139,23 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         r = net => tracing::error!(?r, "network loop ended"),
         r = pods => tracing::error!(?r, "pod loop ended"),
         r = services => tracing::error!(?r, "service proxy ended"),
+        r = policies => tracing::error!(?r, "network policy enforcement ended"),
         r = lb => tracing::error!(?r, "load balancer announcer ended"),
         r = endpoint => tracing::error!(?r, "agent endpoint ended"),
     }
     Err(AgentError::Other("an agent loop ended".into()))
+}
+
+/// Makes bridged IPv4 traffic of this namespace pass the IP netfilter hooks, so policies
+/// see pod-to-pod traffic on the node's bridge. A kernel without br_netfilter is named in
+/// the log: policies then apply only to routed traffic.
+fn enable_bridge_netfilter() {
+    use net::Net;
+    const KEY: &str = "net/bridge/bridge-nf-call-iptables";
+    let set = net::RtNet::current()
+        .map_err(|e| e.to_string())
+        .and_then(|n| n.set_sysctl(KEY, "1").map_err(|e| e.to_string()));
+    if let Err(e) = set {
+        tracing::warn!(error = %e, "cannot set {KEY}: NetworkPolicy applies to routed pod traffic only (the kernel needs br_netfilter for bridged traffic)");
+    }
 }

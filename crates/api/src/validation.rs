@@ -498,6 +498,7 @@ fn validate_object(resource: &Resource, obj: &Value, old: Option<&Value>, e: &mu
         ("coordination.k8s.io", "Lease") => workloads::validate_lease(spec, e),
         ("networking.k8s.io", "Ingress") => networking::validate_ingress(obj, old, e),
         ("networking.k8s.io", "IngressClass") => networking::validate_ingress_class(obj, e),
+        ("networking.k8s.io", "NetworkPolicy") => networking::validate_network_policy(obj, old, e),
         _ => {}
     }
 }

@@ -1,4 +1,6 @@
-//! Ingresses and IngressClasses (`pkg/apis/networking/validation`).
+//! Ingresses, IngressClasses and NetworkPolicies (`pkg/apis/networking/validation`).
+
+use std::net::Ipv6Addr;
 
 use serde_json::Value;
 
@@ -6,7 +8,7 @@ use super::checks::{
     is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_valid_ip, is_valid_port_name,
     is_valid_port_num, is_wildcard_dns1123_subdomain, regex_error,
 };
-use super::{json, Errs};
+use super::{go_quote, json, validate_label_selector, Errs, FieldErrorKind};
 use crate::admission::INGRESS_CLASS_ANNOTATION;
 
 const PATH_TYPES: &[&str] = &["Exact", "ImplementationSpecific", "Prefix"];
@@ -387,3 +389,295 @@ fn is_ip_sloppy(s: &str) -> bool {
                 && digits.parse::<u16>().unwrap_or(0) <= 255
         })
 }
+
+const POLICY_PORT_PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
+const POLICY_TYPES: &[&str] = &["Ingress", "Egress"];
+const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+
+/// A NetworkPolicy's spec as `ValidateNetworkPolicySpec` checks it (the metadata is checked
+/// for every kind); `old` is the stored object on update.
+///
+/// As Kubernetes' `ValidationOptionsForNetworking`, an update whose stored
+/// `spec.podSelector` is not valid lets invalid label values through in the
+/// `matchExpressions` of every selector. Kubernetes' other ratchet, for CIDRs the stored
+/// policy already had, only matters under the `StrictIPCIDRValidation` gate (alpha, off in
+/// v1.34), whose stricter CIDR checks are not done here.
+pub(crate) fn validate_network_policy(obj: &Value, old: Option<&Value>, e: &mut Errs) {
+    let null = Value::Null;
+    let allow_invalid_values = old.is_some_and(|o| {
+        let mut scratch = Errs::default();
+        let sel = o.pointer("/spec/podSelector").unwrap_or(&null);
+        validate_label_selector(sel, "spec.podSelector", &mut scratch);
+        !scratch.0.is_empty()
+    });
+    let spec = obj.get("spec").unwrap_or(&null);
+    // The pod selector is a struct, not a pointer: absent, it is the empty selector.
+    let pod_selector = spec.get("podSelector").unwrap_or(&null);
+    validate_selector(pod_selector, "spec.podSelector", allow_invalid_values, e);
+    for (key, peers) in [("ingress", "from"), ("egress", "to")] {
+        for (i, rule) in json::arr(spec, key).iter().enumerate() {
+            let p = format!("spec.{key}[{i}]");
+            for (j, port) in json::arr(rule, "ports").iter().enumerate() {
+                validate_policy_port(port, &format!("{p}.ports[{j}]"), e);
+            }
+            for (j, peer) in json::arr(rule, peers).iter().enumerate() {
+                validate_policy_peer(peer, &format!("{p}.{peers}[{j}]"), allow_invalid_values, e);
+            }
+        }
+    }
+    // Defaulting fills an empty `policyTypes`, so it is checked as the client sent it or as
+    // defaulted.
+    let types = json::arr(spec, "policyTypes");
+    let type_str = |t: &Value| t.as_str().unwrap_or("").to_string();
+    if types.len() > POLICY_TYPES.len() {
+        // Kubernetes passes a pointer to the (internal) slice, printed with `%#v`.
+        let quoted: Vec<String> = types.iter().map(|t| go_quote(&type_str(t))).collect();
+        e.invalid_raw(
+            "spec.policyTypes",
+            format!("[]networking.PolicyType{{{}}}", quoted.join(", ")),
+            "may not specify more than two policyTypes",
+        );
+        return;
+    }
+    for (i, t) in types.iter().enumerate() {
+        let t = type_str(t);
+        if !POLICY_TYPES.contains(&t.as_str()) {
+            e.not_supported(&format!("spec.policyTypes[{i}]"), &t, POLICY_TYPES);
+        }
+    }
+}
+
+/// A label selector as `ValidateLabelSelector` checks it; `allow_invalid_values` drops the
+/// errors about the label values of its `matchExpressions`.
+fn validate_selector(sel: &Value, path: &str, allow_invalid_values: bool, e: &mut Errs) {
+    if !allow_invalid_values {
+        return validate_label_selector(sel, path, e);
+    }
+    let mut scratch = Errs::default();
+    validate_label_selector(sel, path, &mut scratch);
+    let expressions = format!("{path}.matchExpressions[");
+    let is_value = |field: &str| {
+        field
+            .strip_prefix(&expressions)
+            .and_then(|rest| rest.split_once("].values["))
+            .is_some_and(|(i, rest)| {
+                i.bytes().all(|c| c.is_ascii_digit())
+                    && rest
+                        .strip_suffix(']')
+                        .is_some_and(|j| j.bytes().all(|c| c.is_ascii_digit()))
+            })
+    };
+    e.0.extend(
+        scratch
+            .0
+            .into_iter()
+            .filter(|err| !(err.kind == FieldErrorKind::Invalid && is_value(&err.field))),
+    );
+}
+
+/// A `NetworkPolicyPort` as `ValidateNetworkPolicyPort` checks it. Defaulting sets an absent
+/// `protocol` to TCP.
+fn validate_policy_port(port: &Value, path: &str, e: &mut Errs) {
+    if let Some(protocol) = json::opt_str(port, "protocol") {
+        if !POLICY_PORT_PROTOCOLS.contains(&protocol) {
+            e.not_supported(&format!("{path}.protocol"), protocol, POLICY_PORT_PROTOCOLS);
+        }
+    }
+    let end_port = json::int(port, "endPort");
+    let ep = format!("{path}.endPort");
+    let pp = format!("{path}.port");
+    match port.get("port").filter(|p| !p.is_null()) {
+        Some(Value::String(name)) => {
+            if let Some(end) = end_port {
+                e.invalid_int(&ep, end, "may not be specified when `port` is non-numeric");
+            }
+            e.each_invalid(&pp, name, is_valid_port_name(name));
+        }
+        Some(number) => {
+            let number = number.as_i64().unwrap_or(0);
+            for m in is_valid_port_num(number) {
+                e.invalid_int(&pp, number, &m);
+            }
+            if let Some(end) = end_port {
+                if end < number {
+                    e.invalid_int(&ep, end, "must be greater than or equal to `port`");
+                }
+                for m in is_valid_port_num(end) {
+                    e.invalid_int(&ep, end, &m);
+                }
+            }
+        }
+        None => {
+            if let Some(end) = end_port {
+                e.invalid_int(
+                    &ep,
+                    end,
+                    "may not be specified when `port` is not specified",
+                );
+            }
+        }
+    }
+}
+
+/// A `NetworkPolicyPeer` as `ValidateNetworkPolicyPeer` checks it: pod and namespace
+/// selectors may go together, an ipBlock goes alone. An empty selector (`{}`) counts as
+/// given, a null one does not.
+fn validate_policy_peer(peer: &Value, path: &str, allow_invalid_values: bool, e: &mut Errs) {
+    let mut given = 0;
+    for key in ["podSelector", "namespaceSelector"] {
+        if let Some(sel) = peer.get(key).filter(|s| !s.is_null()) {
+            given += 1;
+            validate_selector(sel, &format!("{path}.{key}"), allow_invalid_values, e);
+        }
+    }
+    let ip_block = peer.get("ipBlock").filter(|b| !b.is_null());
+    if let Some(block) = ip_block {
+        given += 1;
+        validate_ip_block(block, &format!("{path}.ipBlock"), e);
+    }
+    if given == 0 {
+        e.required(path, "must specify a peer");
+    } else if given > 1 && ip_block.is_some() {
+        e.forbidden(path, "may not specify both ipBlock and another peer");
+    }
+}
+
+/// An `IPBlock` as `ValidateIPBlock` checks it (without `StrictIPCIDRValidation`): `cidr`
+/// and each `except` entry a CIDR, each `except` strictly inside `cidr`.
+fn validate_ip_block(block: &Value, path: &str, e: &mut Errs) {
+    let cidr = json::str(block, "cidr");
+    let cp = format!("{path}.cidr");
+    if cidr.is_empty() {
+        return e.required(&cp, "");
+    }
+    let Some(net) = GoIpNet::parse_sloppy(cidr) else {
+        return e.invalid_str(&cp, cidr, CIDR_MSG);
+    };
+    for (i, except) in json::arr(block, "except").iter().enumerate() {
+        let except = except.as_str().unwrap_or("");
+        let xp = format!("{path}.except[{i}]");
+        let Some(inner) = GoIpNet::parse_sloppy(except) else {
+            e.invalid_str(&xp, except, CIDR_MSG);
+            continue;
+        };
+        if !net.contains(&inner.ip) || net.ones >= inner.ones {
+            e.invalid_str(&xp, except, "must be a strict subset of `cidr`");
+        }
+    }
+}
+
+/// A CIDR as Go's `net.IPNet` holds it after `netutils.ParseCIDRSloppy`, so that `except`
+/// entries are compared as Kubernetes compares them (also across address families).
+struct GoIpNet {
+    /// The network address, masked: 4 bytes for an IPv4 CIDR, 16 for an IPv6 one.
+    ip: Vec<u8>,
+    /// The prefix mask, as long as the address family of the text.
+    mask: Vec<u8>,
+    /// The prefix length.
+    ones: u32,
+}
+
+impl GoIpNet {
+    /// `ParseCIDRSloppy`: an IPv4 address (octets may have leading zeros) or an IPv6 one,
+    /// `/`, and a decimal prefix length (leading zeros allowed) no longer than the address.
+    fn parse_sloppy(s: &str) -> Option<Self> {
+        let (addr, len) = s.split_once('/')?;
+        let (ip, bits) = match parse_ipv4_sloppy(addr) {
+            Some(v4) => (v4.to_vec(), 32),
+            None => (parse_ipv6_sloppy(addr)?.octets().to_vec(), 128),
+        };
+        if len.is_empty() || !len.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let digits = len.trim_start_matches('0');
+        let ones: u32 = if digits.is_empty() {
+            0
+        } else if digits.len() > 3 {
+            return None;
+        } else {
+            digits.parse().ok()?
+        };
+        if ones > bits {
+            return None;
+        }
+        let mask: Vec<u8> = (0..bits / 8)
+            .map(|i| {
+                let left = ones.saturating_sub(i * 8).min(8);
+                if left == 0 {
+                    0
+                } else {
+                    0xffu8 << (8 - left)
+                }
+            })
+            .collect();
+        let ip = ip.iter().zip(&mask).map(|(a, m)| a & m).collect();
+        Some(Self { ip, mask, ones })
+    }
+
+    /// Go's `IPNet.Contains`.
+    fn contains(&self, ip: &[u8]) -> bool {
+        let net = to4(&self.ip).unwrap_or(&self.ip);
+        let mask = match (self.mask.len(), net.len()) {
+            (4, 4) => &self.mask[..],
+            (16, 4) => &self.mask[12..],
+            (16, 16) => &self.mask[..],
+            _ => return false,
+        };
+        let ip = to4(ip).unwrap_or(ip);
+        ip.len() == net.len()
+            && net
+                .iter()
+                .zip(ip)
+                .zip(mask)
+                .all(|((n, a), m)| n & m == a & m)
+    }
+}
+
+/// Go's `IP.To4`: the 4 bytes of an IPv4 address, also when written IPv4-mapped in 16 bytes.
+fn to4(ip: &[u8]) -> Option<&[u8]> {
+    match ip.len() {
+        4 => Some(ip),
+        16 if ip[..10].iter().all(|b| *b == 0) && ip[10] == 0xff && ip[11] == 0xff => {
+            Some(&ip[12..])
+        }
+        _ => None,
+    }
+}
+
+/// An IPv4 address as `ParseIPSloppy` reads one: four decimal octets, leading zeros allowed.
+fn parse_ipv4_sloppy(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for octet in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let digits = p.trim_start_matches('0');
+        if digits.len() > 3 {
+            return None;
+        }
+        *octet = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().ok()?
+        };
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// An IPv6 address as `ParseIPSloppy` reads one: an embedded IPv4 tail may have leading
+/// zeros.
+fn parse_ipv6_sloppy(s: &str) -> Option<Ipv6Addr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    let (head, tail) = s.rsplit_once(':')?;
+    let v4 = parse_ipv4_sloppy(tail)?;
+    let v4 = std::net::Ipv4Addr::from(v4);
+    format!("{head}:{v4}").parse().ok()
+}
+
+#[cfg(test)]
+#[path = "networking_tests.rs"]
+mod tests;
