@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 
 pub mod cni;
 pub mod dns;
+pub mod netpol;
 pub mod pods;
 pub mod services;
 pub mod term;

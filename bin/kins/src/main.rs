@@ -66,6 +66,10 @@ enum Command {
     /// Run a command inside a running container (exec probes).
     #[command(hide = true)]
     Exec(commands::exec::Args),
+    /// The e2e test image's program (serve-hostname, connect, probe), as /agnhost in the
+    /// image registry.k8s.io/e2e-test-images/agnhost runs it.
+    #[command(hide = true, disable_help_flag = true)]
+    Agnhost(commands::agnhost::Args),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,23 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Run as /agnhost (the e2e test image), kins is agnhost.
+    if Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "agnhost")
+    {
+        let args: Result<Vec<String>, _> = std::env::args_os()
+            .skip(1)
+            .map(std::ffi::OsString::into_string)
+            .collect();
+        return match args {
+            Ok(a) => commands::agnhost::main(&a),
+            Err(bad) => {
+                eprintln!("agnhost: argument {bad:?} is not UTF-8");
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
@@ -93,6 +114,7 @@ fn main() -> ExitCode {
             | Command::Status(_)
             | Command::Kubeconfig(_)
             | Command::Exec(_)
+            | Command::Agnhost(_)
     );
     let default = if quiet {
         "warn"
@@ -128,6 +150,8 @@ fn main() -> ExitCode {
         Command::Dns(a) => commands::dns::run(a),
         Command::Ingress(a) => commands::ingress::run(a),
         Command::Cni(a) => commands::cni::run(&cli.data_dir, a),
+        // Its own exit codes and messages, as upstream's.
+        Command::Agnhost(a) => return commands::agnhost::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

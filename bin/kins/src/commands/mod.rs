@@ -1,6 +1,7 @@
 //! One file per command.
 
 pub mod agent;
+pub mod agnhost;
 pub mod apiserver;
 pub mod cni;
 pub mod controller_manager;

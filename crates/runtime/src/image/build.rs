@@ -29,6 +29,7 @@ const RECIPE_SOURCES: &[(&str, &str)] = &[
         "kins-ingress.json",
         include_str!("../../recipes/kins-ingress.json"),
     ),
+    ("agnhost.json", include_str!("../../recipes/agnhost.json")),
 ];
 
 /// One image built from host packages (the schema of `recipes/*.json`).

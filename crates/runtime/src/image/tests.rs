@@ -684,7 +684,8 @@ fn unknown_image_is_a_pull_error() {
         err.to_string(),
         "failed to pull image \"docker.io/library/foo:1\": no registry is reachable from kins: \
          load it with \"kins image load\" (known offline images: nginx, curlimages/curl, busybox, \
-         registry.k8s.io/e2e-test-images/jessie-dnsutils, kins.dev/kins-dns, kins.dev/kins-ingress)"
+         registry.k8s.io/e2e-test-images/jessie-dnsutils, kins.dev/kins-dns, kins.dev/kins-ingress, \
+         registry.k8s.io/e2e-test-images/agnhost)"
     );
     // A pinned digest is never satisfied by a host build.
     let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -696,7 +697,7 @@ fn unknown_image_is_a_pull_error() {
 
 #[test]
 fn recipes_parse_and_missing_host_files_name_the_package() {
-    assert_eq!(build::recipes().len(), 6, "every recipe file parses");
+    assert_eq!(build::recipes().len(), 7, "every recipe file parses");
     let mut recipe = build::recipe_named("nginx").expect("nginx").clone();
     recipe.binaries[0].path = "/usr/sbin/nginx-not-here".into();
     let err = build::build(&recipe, "docker.io/library/nginx:latest").expect_err("missing");
@@ -829,4 +830,29 @@ fn the_dns_image_is_the_running_binary_and_follows_it() {
         build::recipe_named("busybox").expect("busybox"),
         Some("x")
     ));
+}
+
+#[test]
+fn the_agnhost_image_is_the_kins_binary_at_the_upstream_path() {
+    let (_d, s) = store();
+    // Any tag of the upstream name resolves to the recipe.
+    let img = s
+        .resolve("registry.k8s.io/e2e-test-images/agnhost:2.53")
+        .expect("build agnhost");
+    assert!(img.built_now);
+    assert_eq!(img.config.entrypoint, ["/agnhost"]);
+    let from = img.built_from.clone().expect("built_from");
+    assert!(
+        from.starts_with(&build::kins_fingerprint().expect("fingerprint")),
+        "{from}"
+    );
+    let exe = std::env::current_exe().expect("exe");
+    assert!(
+        fs::read(img.layers[0].join("agnhost")).expect("/agnhost in the image")
+            == fs::read(&exe).expect("exe"),
+        "the image holds another binary"
+    );
+    let (ok, out, err) = run_in(&img, &["sh", "-c", "echo hi"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "hi\n");
 }
