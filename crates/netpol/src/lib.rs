@@ -14,7 +14,8 @@
 //! or label change only adds and deletes elements, in one transaction. The sets
 //! `ingress_isolated` and `egress_isolated` hold the node's isolated pods, each with a
 //! comment naming its policies; a refused flow is counted, recorded in `denied_ingress` or
-//! `denied_egress` (10 minutes) and rejected with ICMP admin-prohibited, so
+//! `denied_egress` (10 minutes) and rejected (TCP with a reset, the rest with ICMP
+//! admin-prohibited), so
 //! `kins node exec NODE -- nft list table inet kins_policy` shows who was refused and by
 //! which absence of an allowing rule.
 //!

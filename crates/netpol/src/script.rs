@@ -89,9 +89,12 @@ fn dispatch_rules(s: &mut String, chain: &str, jumps: &[String]) {
         s,
         "add rule inet {TABLE} {chain} meta l4proto {{ tcp, udp, sctp }} update @{denied} {{ ip saddr . ip daddr . meta l4proto . th dport }}"
     );
+    // TCP gets a reset (ICMP errors are rate-limited per peer, so a burst of refused
+    // connections would partly time out); the rest ICMP admin-prohibited.
     let _ = writeln!(
         s,
-        "add rule inet {TABLE} {chain} counter reject with icmpx admin-prohibited comment \"no NetworkPolicy allows this {what}\""
+        "add rule inet {TABLE} {chain} meta l4proto tcp counter reject with tcp reset comment \"no NetworkPolicy allows this {what}\"\n\
+         add rule inet {TABLE} {chain} counter reject with icmpx admin-prohibited comment \"no NetworkPolicy allows this {what}\""
     );
 }
 
