@@ -453,13 +453,12 @@ pub fn desired<'a>(
                 .insert(pods_set.clone(), Set::addrs(local_ips.clone()));
             let mut lines = Vec::new();
             for (i, rule) in spec.ingress.iter().flatten().enumerate() {
-                let from = world.peers(ns, rule.from.as_deref().unwrap_or_default());
+                let peers = rule.from.as_deref().unwrap_or_default();
                 let mut line = String::new();
-                if let Some(from) = from {
-                    let mut ranges = from.blocks;
-                    ranges.extend(from.pods.iter().map(|p| IpRange::one(p.ip)));
-                    let set = format!("{base}/{i}/from");
-                    d.sets.insert(set.clone(), Set::addrs(ranges));
+                if !peers.is_empty() {
+                    let set = intern(&mut d, "peers", &peer_key(ns, peers, None), || {
+                        peer_addrs(&world, ns, peers)
+                    });
                     let _ = write!(line, "ip saddr @{set} ");
                 }
                 let specs = port_specs(rule.ports.as_deref().unwrap_or_default());
@@ -497,44 +496,23 @@ pub fn desired<'a>(
             d.sets.insert(pods_set.clone(), Set::addrs(local_ips));
             let mut lines = Vec::new();
             for (i, rule) in spec.egress.iter().flatten().enumerate() {
-                let to = world.peers(ns, rule.to.as_deref().unwrap_or_default());
+                let peers = rule.to.as_deref().unwrap_or_default();
                 let mut line = format!("ip saddr @{pods_set} ");
-                let specs = port_specs(rule.ports.as_deref().unwrap_or_default());
-                if rule.ports.as_ref().is_none_or(Vec::is_empty) {
-                    if let Some(to) = to {
-                        let mut ranges = to.blocks;
-                        ranges.extend(to.pods.iter().map(|p| IpRange::one(p.ip)));
-                        let set = format!("{base}/{i}/to");
-                        d.sets.insert(set.clone(), Set::addrs(ranges));
+                let ports = rule.ports.as_deref().unwrap_or_default();
+                if ports.is_empty() {
+                    if !peers.is_empty() {
+                        let set = intern(&mut d, "peers", &peer_key(ns, peers, None), || {
+                            peer_addrs(&world, ns, peers)
+                        });
                         let _ = write!(line, "ip daddr @{set} ");
                     }
                 } else {
-                    let mut elems = BTreeSet::new();
-                    match to {
-                        Some(to) => {
-                            for p in &to.pods {
-                                pod_ports(p, &specs, &mut elems);
-                            }
-                            block_ports(&to.blocks, &specs, &mut elems);
-                        }
-                        None => {
-                            // Every destination: numbered ports anywhere, named ports on
-                            // the pods that have them.
-                            block_ports(&[IpRange::ALL], &specs, &mut elems);
-                            let named: Vec<PortSpec<'_>> = specs
-                                .iter()
-                                .copied()
-                                .filter(|s| matches!(s, PortSpec::Named(..)))
-                                .collect();
-                            if !named.is_empty() {
-                                for p in &world.pods {
-                                    pod_ports(p, &named, &mut elems);
-                                }
-                            }
-                        }
-                    }
-                    let set = format!("{base}/{i}/ports");
-                    d.sets.insert(set.clone(), port_set(elems));
+                    let set = intern(
+                        &mut d,
+                        "peer-ports",
+                        &peer_key(ns, peers, Some(ports)),
+                        || peer_ports(&world, ns, peers, ports),
+                    );
                     let _ = write!(line, "ip daddr . meta l4proto . th dport @{set} ");
                 }
                 let _ = write!(
@@ -548,7 +526,95 @@ pub fn desired<'a>(
             d.egress_jumps.push(base);
         }
     }
+    finish(d, ingress_iso, egress_iso, self_pairs)
+}
 
+/// The addresses of a rule's peers, as disjoint ranges.
+fn peer_addrs(world: &World<'_>, ns: &str, peers: &[NetworkPolicyPeer]) -> Set {
+    let mut ranges = Vec::new();
+    if let Some(p) = world.peers(ns, peers) {
+        ranges = p.blocks;
+        ranges.extend(p.pods.iter().map(|p| IpRange::one(p.ip)));
+    }
+    Set::addrs(ranges)
+}
+
+/// An egress rule's destinations with their ports (named ports resolved per pod).
+fn peer_ports(
+    world: &World<'_>,
+    ns: &str,
+    peers: &[NetworkPolicyPeer],
+    ports: &[NetworkPolicyPort],
+) -> Set {
+    let specs = port_specs(ports);
+    {
+        let mut elems = BTreeSet::new();
+        let to = world.peers(ns, peers);
+        match to {
+            Some(to) => {
+                for p in &to.pods {
+                    pod_ports(p, &specs, &mut elems);
+                }
+                block_ports(&to.blocks, &specs, &mut elems);
+            }
+            None => {
+                // Every destination: numbered ports anywhere, named ports on
+                // the pods that have them.
+                block_ports(&[IpRange::ALL], &specs, &mut elems);
+                let named: Vec<PortSpec<'_>> = specs
+                    .iter()
+                    .copied()
+                    .filter(|s| matches!(s, PortSpec::Named(..)))
+                    .collect();
+                if !named.is_empty() {
+                    for p in &world.pods {
+                        pod_ports(p, &named, &mut elems);
+                    }
+                }
+            }
+        }
+        port_set(elems)
+    }
+}
+
+/// The set named after `key` (a hash of it under `prefix`), made by `make` only the first
+/// time: rules with the same peers (and ports) share one set, so a pod or label change
+/// updates it once, however many policies name it.
+fn intern(d: &mut Desired, prefix: &str, key: &str, make: impl FnOnce() -> Set) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = format!("{prefix}/{h:016x}");
+    if !d.sets.contains_key(&name) {
+        d.sets.insert(name.clone(), make());
+    }
+    name
+}
+
+/// What a rule's peers (and ports) mean: the policy's namespace (peers without a
+/// namespaceSelector are in it) and the peers and ports as JSON.
+fn peer_key(ns: &str, peers: &[NetworkPolicyPeer], ports: Option<&[NetworkPolicyPort]>) -> String {
+    let text = serde_json::to_string(peers).unwrap_or_default();
+    let ports = ports
+        .map(|p| serde_json::to_string(p).unwrap_or_default())
+        .unwrap_or_default();
+    // Only peers without a namespaceSelector (nor ipBlock) depend on the namespace.
+    let in_ns = peers.is_empty()
+        || peers
+            .iter()
+            .any(|p| p.namespace_selector.is_none() && p.ip_block.is_none());
+    let ns = if in_ns { ns } else { "" };
+    format!("{ns}\n{text}\n{ports}")
+}
+
+fn finish(
+    mut d: Desired,
+    ingress_iso: BTreeMap<Ipv4Addr, (String, Vec<String>)>,
+    egress_iso: BTreeMap<Ipv4Addr, (String, Vec<String>)>,
+    self_pairs: Set,
+) -> Desired {
     for (name, iso) in [
         (INGRESS_ISOLATED, ingress_iso),
         (EGRESS_ISOLATED, egress_iso),

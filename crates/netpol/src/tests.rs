@@ -62,6 +62,26 @@ fn elems(d: &Desired, set: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The set a policy chain's rule `i` names after `marker` (`saddr @`, `daddr @`, `dport @`).
+fn rule_set(d: &Desired, chain: &str, i: usize, marker: &str) -> String {
+    let rule = d
+        .chains
+        .get(chain)
+        .and_then(|r| r.get(i))
+        .cloned()
+        .unwrap_or_default();
+    rule.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The elements of that set.
+fn rule_elems(d: &Desired, chain: &str, i: usize, marker: &str) -> Vec<String> {
+    elems(d, &rule_set(d, chain, i, marker))
+}
+
 #[test]
 fn ranges_normalize_and_subtract() {
     let r = |s| IpRange::cidr(s).unwrap_or(IpRange::ALL);
@@ -131,19 +151,20 @@ fn peers_and_or_namespaces_and_ip_blocks() {
     )];
     let d = compute(&f, &pols, "n1");
     // AND: pods pod=b in namespaces ns=y.
-    assert_eq!(elems(&d, "ingress/x/p/0/from"), ["10.244.1.3"]);
+    assert_eq!(rule_elems(&d, "ingress/x/p", 0, "saddr @"), ["10.244.1.3"]);
     // OR: every pod of y, and pod=b of the policy's own namespace x.
     assert_eq!(
-        elems(&d, "ingress/x/p/1/from"),
+        rule_elems(&d, "ingress/x/p", 1, "saddr @"),
         ["10.244.0.3", "10.244.1.2/31"]
     );
     assert_eq!(
-        elems(&d, "ingress/x/p/2/from"),
+        rule_elems(&d, "ingress/x/p", 2, "saddr @"),
         ["10.244.0.0/24", "10.244.2.0-10.244.255.255"]
     );
     let rules = &d.chains["ingress/x/p"];
     assert_eq!(rules.len(), 4);
-    assert!(rules[0].starts_with("ip saddr @ingress/x/p/0/from ip daddr @ingress/x/p/pods "));
+    assert!(rules[0].starts_with("ip saddr @peers/"));
+    assert!(rules[0].contains(" ip daddr @ingress/x/p/pods "));
     assert!(
         rules[3].starts_with("ip daddr @ingress/x/p/pods counter accept"),
         "an empty rule allows every source: {}",
@@ -181,11 +202,19 @@ fn ports_by_number_name_and_range() {
         ]
     );
     // Egress named ports resolve in each destination pod.
-    assert_eq!(elems(&d, "egress/x/p/0/ports").len(), 4);
-    assert!(elems(&d, "egress/x/p/0/ports").contains(&"10.244.1.3 . udp . 5353".to_string()));
-    assert_eq!(elems(&d, "egress/x/p/1/ports"), ["0.0.0.0/0 . tcp . 443"]);
+    assert_eq!(rule_elems(&d, "egress/x/p", 0, "dport @").len(), 4);
+    assert!(
+        rule_elems(&d, "egress/x/p", 0, "dport @").contains(&"10.244.1.3 . udp . 5353".to_string())
+    );
+    assert_eq!(
+        rule_elems(&d, "egress/x/p", 1, "dport @"),
+        ["0.0.0.0/0 . tcp . 443"]
+    );
     // A named port means nothing on an address block.
-    assert_eq!(elems(&d, "egress/x/p/2/ports"), ["192.0.2.0/24 . sctp . 9"]);
+    assert_eq!(
+        rule_elems(&d, "egress/x/p", 2, "dport @"),
+        ["192.0.2.0/24 . sctp . 9"]
+    );
     assert_eq!(elems(&d, EGRESS_ISOLATED), ["10.244.0.2"]);
     assert!(d.chains["egress/x/p"][0].contains("goto ingress_check"));
 }
@@ -225,7 +254,7 @@ fn host_network_and_finished_pods_are_not_peers_or_targets() {
     )];
     let d = compute(&f, &pols, "n1");
     assert_eq!(elems(&d, INGRESS_ISOLATED), ["10.244.0.2"]);
-    assert!(!elems(&d, "ingress/x/p/0/from")
+    assert!(!rule_elems(&d, "ingress/x/p", 0, "saddr @")
         .iter()
         .any(|e| e.contains("172.29") || e.contains(".9")));
 }
@@ -282,11 +311,45 @@ fn diffs_change_only_what_changed() {
     f.pods[0] = pod("x", "a", "n1", "10.244.0.2", json!({"pod": "b"}));
     let new = compute(&f, &pols, "n1");
     let script = diff_script(&old, &new).unwrap_or_default();
+    let from = rule_set(&new, "ingress/x/p", 0, "saddr @");
     assert_eq!(
         script.trim(),
-        "add element inet kins_policy ingress/x/p/0/from { 10.244.0.2 }",
+        format!("add element inet kins_policy {from} {{ 10.244.0.2 }}"),
         "{script}"
     );
+}
+
+#[test]
+fn rules_with_the_same_peers_share_one_set() {
+    let f = fixture();
+    let from_b = json!([{"podSelector": {"matchLabels": {"pod": "b"}}}]);
+    let pols = [
+        policy(
+            "x",
+            "p1",
+            json!({"podSelector": {}, "ingress": [{"from": from_b}]}),
+        ),
+        policy(
+            "x",
+            "p2",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": from_b, "ports": [{"port": 80}]}]}),
+        ),
+        // The same selector in another namespace means other pods.
+        policy(
+            "y",
+            "p3",
+            json!({"podSelector": {}, "ingress": [{"from": from_b}]}),
+        ),
+    ];
+    let d = compute(&f, &pols, "n1");
+    let (s1, s2) = (
+        rule_set(&d, "ingress/x/p1", 0, "saddr @"),
+        rule_set(&d, "ingress/x/p2", 0, "saddr @"),
+    );
+    assert_eq!(s1, s2);
+    assert_ne!(s1, rule_set(&d, "ingress/y/p3", 0, "saddr @"));
+    assert_eq!(elems(&d, &s1), ["10.244.1.2"]);
+    assert_eq!(rule_elems(&d, "ingress/y/p3", 0, "saddr @"), ["10.244.1.3"]);
 }
 
 #[test]
@@ -305,9 +368,10 @@ fn a_policy_deleted_removes_its_chain_after_the_jump() {
         pos("flush chain inet kins_policy ingress\n")
             < pos("delete chain inet kins_policy ingress/x/p")
     );
+    let from = rule_set(&old, "ingress/x/p", 0, "saddr @");
     assert!(
         pos("delete chain inet kins_policy ingress/x/p")
-            < pos("delete set inet kins_policy ingress/x/p/0/from")
+            < pos(&format!("delete set inet kins_policy {from}"))
     );
     assert!(script.contains("delete element inet kins_policy ingress_isolated { 10.244.0.2 }"));
 }
