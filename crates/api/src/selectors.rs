@@ -946,6 +946,33 @@ fn unescape_value(s: &str) -> Result<String, SelectorError> {
     Ok(out)
 }
 
+/// Whether a typed `metav1.LabelSelector` (as controllers and agents hold it) matches
+/// `labels`: an empty selector matches everything, as Kubernetes' LabelSelectorAsSelector
+/// does (callers for which an empty selector means nothing check that first); an unknown
+/// operator matches nothing.
+pub fn labels_match(
+    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let labels_ok = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    labels_ok
+        && sel.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let have = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => have.is_some_and(|v| values.contains(v)),
+                "NotIn" => have.is_none_or(|v| !values.contains(v)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -1329,5 +1356,37 @@ mod tests {
             false,
         );
         check_field_match("ConfigMap", "", json!({}), true);
+    }
+    #[test]
+    fn typed_selectors_match_like_kubernetes() {
+        use std::collections::BTreeMap;
+        let labels = BTreeMap::from([("a".to_string(), "1".to_string())]);
+        let sel = |v: Value| -> k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+            serde_json::from_value(v).expect("a valid selector")
+        };
+        let m = |v: Value| labels_match(&sel(v), &labels);
+        assert!(m(json!({})), "empty matches everything");
+        assert!(m(
+            json!({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]})
+        ));
+        assert!(!m(
+            json!({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]})
+        ));
+        assert!(m(
+            json!({"matchExpressions": [{"key": "b", "operator": "NotIn", "values": ["1"]}]})
+        ));
+        assert!(m(
+            json!({"matchExpressions": [{"key": "b", "operator": "DoesNotExist"}]})
+        ));
+        assert!(!m(
+            json!({"matchExpressions": [{"key": "b", "operator": "Exists"}]})
+        ));
+        assert!(!m(
+            json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]})
+        ));
+        assert!(!m(json!({"matchLabels": {"a": "2"}})));
+        assert!(m(
+            json!({"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "a", "operator": "Exists"}]})
+        ));
     }
 }

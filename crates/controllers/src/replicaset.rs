@@ -48,27 +48,9 @@ pub(crate) const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 /// Whether `labels` match a label selector. An empty selector matches nothing (apps/v1
 /// forbids them; matching everything would adopt a whole namespace).
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let exprs = sel.match_expressions.as_deref().unwrap_or_default();
-    let match_labels = sel.match_labels.as_ref();
-    if exprs.is_empty() && match_labels.is_none_or(BTreeMap::is_empty) {
-        return false;
-    }
-    let labels_ok = match_labels
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    labels_ok
-        && exprs.iter().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let have = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => have.is_some_and(|v| values.contains(v)),
-                "NotIn" => have.is_none_or(|v| !values.contains(v)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
+    let empty = sel.match_expressions.as_ref().is_none_or(Vec::is_empty)
+        && sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty);
+    !empty && api::selectors::labels_match(sel, labels)
 }
 
 /// The controller ownerReference an object gets from `owner`.

@@ -28,8 +28,8 @@ mod run;
 mod script;
 
 pub use model::{
-    desired, selector_matches, Desired, Elem, Proto, Set, SetKind, EGRESS, EGRESS_ISOLATED,
-    INGRESS, INGRESS_ISOLATED, SELF,
+    desired, Desired, Elem, Proto, Set, SetKind, EGRESS, EGRESS_ISOLATED, INGRESS,
+    INGRESS_ISOLATED, SELF,
 };
 pub use ranges::{normalize, subtract, IpRange};
 pub use run::{run, Enforcer, DEBOUNCE};

@@ -11,8 +11,9 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use api::selectors::labels_match as selector_matches;
 
 use crate::ranges::{normalize, subtract, IpRange};
 
@@ -184,31 +185,16 @@ fn pod_view<'a>(p: &'a Pod, node: &str) -> Option<PodView<'a>> {
     })
 }
 
-/// Whether `labels` match a label selector; an empty selector matches everything (as in
-/// NetworkPolicy), an unknown operator nothing.
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    labels_ok
-        && sel.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let have = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => have.is_some_and(|v| values.contains(v)),
-                "NotIn" => have.is_none_or(|v| !values.contains(v)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
-}
-
 /// The longest name nft keeps is 255 bytes; names are cut (with a hash of the whole)
 /// well before that so set suffixes fit.
 const NAME_MAX: usize = 200;
+
+/// FNV-1a: a hash that is the same in every run and process (names must be).
+fn fnv64(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 /// `DIR/NS/NAME`, shortened with a hash when long.
 fn base_name(dir: &str, ns: &str, name: &str) -> String {
@@ -216,12 +202,7 @@ fn base_name(dir: &str, ns: &str, name: &str) -> String {
     if full.len() <= NAME_MAX {
         return full;
     }
-    // FNV-1a: stable across runs and processes.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in full.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv64(&full);
     let mut cut = NAME_MAX - 17;
     while !full.is_char_boundary(cut) {
         cut -= 1;
@@ -323,7 +304,6 @@ impl<'a> World<'a> {
             pods: Vec::new(),
             blocks: Vec::new(),
         };
-        let mut seen = BTreeSet::new();
         for peer in peers {
             if let Some(b) = &peer.ip_block {
                 if let Some(cidr) = IpRange::cidr(&b.cidr) {
@@ -337,33 +317,23 @@ impl<'a> World<'a> {
                 }
                 continue;
             }
-            let pod_sel = peer.pod_selector.as_ref();
-            let mut take = |p: &'_ PodView<'a>, i: usize| {
-                if pod_sel.is_none_or(|s| selector_matches(s, p.labels)) && seen.insert(i) {
-                    Some(i)
-                } else {
-                    None
-                }
+            // A pod two peers match is listed twice: the sets built from these dedupe.
+            let namespaces: Vec<&Vec<usize>> = match &peer.namespace_selector {
+                None => self.by_ns.get(policy_ns).into_iter().collect(),
+                Some(sel) => self
+                    .by_ns
+                    .iter()
+                    .filter(|(ns, _)| selector_matches(sel, self.ns_labels(ns)))
+                    .map(|(_, idx)| idx)
+                    .collect(),
             };
-            let mut picked = Vec::new();
-            match &peer.namespace_selector {
-                None => {
-                    for &i in self.by_ns.get(policy_ns).into_iter().flatten() {
-                        picked.extend(take(&self.pods[i], i));
-                    }
-                }
-                Some(ns_sel) => {
-                    for (ns, idx) in &self.by_ns {
-                        if !selector_matches(ns_sel, self.ns_labels(ns)) {
-                            continue;
-                        }
-                        for &i in idx {
-                            picked.extend(take(&self.pods[i], i));
-                        }
-                    }
+            let pod_sel = peer.pod_selector.as_ref();
+            for &i in namespaces.into_iter().flatten() {
+                let p = &self.pods[i];
+                if pod_sel.is_none_or(|s| selector_matches(s, p.labels)) {
+                    out.pods.push(p);
                 }
             }
-            out.pods.extend(picked.into_iter().map(|i| &self.pods[i]));
         }
         Some(out)
     }
@@ -398,8 +368,8 @@ pub fn desired<'a>(
     }
 
     let mut d = Desired::default();
-    let mut ingress_iso: BTreeMap<Ipv4Addr, (String, Vec<String>)> = BTreeMap::new();
-    let mut egress_iso: BTreeMap<Ipv4Addr, (String, Vec<String>)> = BTreeMap::new();
+    let mut ingress_iso = Isolated::new();
+    let mut egress_iso = Isolated::new();
     let mut self_pairs = Set::new(SetKind::Pair);
     for p in world.pods.iter().filter(|p| p.local) {
         self_pairs
@@ -441,12 +411,7 @@ pub fn desired<'a>(
         let local_ips: Vec<IpRange> = selected.iter().map(|p| IpRange::one(p.ip)).collect();
 
         if types.contains(&"Ingress") {
-            for p in &selected {
-                let e = ingress_iso
-                    .entry(p.ip)
-                    .or_insert_with(|| (format!("{}/{}", p.ns, p.name), Vec::new()));
-                e.1.push(label.clone());
-            }
+            isolate(&mut ingress_iso, &selected, &label);
             let base = base_name("ingress", ns, name);
             let pods_set = format!("{base}/pods");
             d.sets
@@ -485,12 +450,7 @@ pub fn desired<'a>(
         }
 
         if types.contains(&"Egress") {
-            for p in &selected {
-                let e = egress_iso
-                    .entry(p.ip)
-                    .or_insert_with(|| (format!("{}/{}", p.ns, p.name), Vec::new()));
-                e.1.push(label.clone());
-            }
+            isolate(&mut egress_iso, &selected, &label);
             let base = base_name("egress", ns, name);
             let pods_set = format!("{base}/pods");
             d.sets.insert(pods_set.clone(), Set::addrs(local_ips));
@@ -527,6 +487,19 @@ pub fn desired<'a>(
         }
     }
     finish(d, ingress_iso, egress_iso, self_pairs)
+}
+
+/// The node's pods a policy isolates, each with the policies that isolate it.
+type Isolated = BTreeMap<Ipv4Addr, (String, Vec<String>)>;
+
+/// Records that `policy` isolates the `selected` pods.
+fn isolate(iso: &mut Isolated, selected: &[&PodView<'_>], policy: &str) {
+    for p in selected {
+        iso.entry(p.ip)
+            .or_insert_with(|| (format!("{}/{}", p.ns, p.name), Vec::new()))
+            .1
+            .push(policy.to_string());
+    }
 }
 
 /// The addresses of a rule's peers, as disjoint ranges.
@@ -581,12 +554,7 @@ fn peer_ports(
 /// time: rules with the same peers (and ports) share one set, so a pod or label change
 /// updates it once, however many policies name it.
 fn intern(d: &mut Desired, prefix: &str, key: &str, make: impl FnOnce() -> Set) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let name = format!("{prefix}/{h:016x}");
+    let name = format!("{prefix}/{:016x}", fnv64(key));
     if !d.sets.contains_key(&name) {
         d.sets.insert(name.clone(), make());
     }
@@ -609,12 +577,7 @@ fn peer_key(ns: &str, peers: &[NetworkPolicyPeer], ports: Option<&[NetworkPolicy
     format!("{ns}\n{text}\n{ports}")
 }
 
-fn finish(
-    mut d: Desired,
-    ingress_iso: BTreeMap<Ipv4Addr, (String, Vec<String>)>,
-    egress_iso: BTreeMap<Ipv4Addr, (String, Vec<String>)>,
-    self_pairs: Set,
-) -> Desired {
+fn finish(mut d: Desired, ingress_iso: Isolated, egress_iso: Isolated, self_pairs: Set) -> Desired {
     for (name, iso) in [
         (INGRESS_ISOLATED, ingress_iso),
         (EGRESS_ISOLATED, egress_iso),

@@ -260,33 +260,6 @@ fn host_network_and_finished_pods_are_not_peers_or_targets() {
 }
 
 #[test]
-fn selectors_expressions() {
-    let labels = std::collections::BTreeMap::from([("a".to_string(), "1".to_string())]);
-    let sel = |v: Value| from::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(v);
-    assert!(selector_matches(&sel(json!({})), &labels));
-    assert!(selector_matches(
-        &sel(json!({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]})),
-        &labels
-    ));
-    assert!(!selector_matches(
-        &sel(json!({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]})),
-        &labels
-    ));
-    assert!(selector_matches(
-        &sel(json!({"matchExpressions": [{"key": "b", "operator": "DoesNotExist"}]})),
-        &labels
-    ));
-    assert!(!selector_matches(
-        &sel(json!({"matchExpressions": [{"key": "b", "operator": "Exists"}]})),
-        &labels
-    ));
-    assert!(!selector_matches(
-        &sel(json!({"matchLabels": {"a": "2"}})),
-        &labels
-    ));
-}
-
-#[test]
 fn long_names_are_cut_with_a_hash() {
     let f = fixture();
     let long = "p".repeat(250);
